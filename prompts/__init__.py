@@ -1,0 +1,1 @@
+"""Prompt templates, versions, labels and rendering."""

@@ -1,0 +1,1 @@
+"""Retrieval: collections, ingestion, chunking, embeddings on pgvector, search."""

@@ -1,0 +1,1 @@
+"""The gateway (inference request path) and the embedded engine (serving/engine)."""
