@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+
+
+class UsageRecord(models.Model):
+    """Append-only ledger: one row per gateway request, written in batches off the request path.
+
+    `request_id` is unique so a batch replayed after a worker dies inserts each row exactly once
+    (INSERT ... ON CONFLICT DO NOTHING).
+    """
+
+    request_id = models.CharField(max_length=64, unique=True)
+    occurred_at = models.DateTimeField(db_index=True)
+    team_id = models.BigIntegerField(db_index=True)
+    api_key_id = models.BigIntegerField(null=True, blank=True)
+    endpoint_id = models.BigIntegerField(null=True, blank=True)
+    release_id = models.BigIntegerField(null=True, blank=True)
+    model_version_id = models.BigIntegerField(null=True, blank=True)
+    endpoint_name = models.CharField(max_length=100, blank=True, default="")
+    release_name = models.CharField(max_length=100, blank=True, default="")
+    replica = models.CharField(max_length=500, blank=True, default="")
+    api = models.CharField(max_length=32, blank=True, default="")  # chat | completions | generate | ws ...
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=10, default=Decimal(0))
+    ttft_ms = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField(default=0)
+    status = models.CharField(max_length=16)  # ok | error | cancelled | rejected
+    http_status = models.PositiveSmallIntegerField(default=200)
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    error_type = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        indexes = [
+            models.Index(fields=["team_id", "occurred_at"], name="usage_team_time_idx"),
+            models.Index(fields=["endpoint_id", "occurred_at"], name="usage_endpoint_time_idx"),
+        ]
