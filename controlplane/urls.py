@@ -13,5 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/audit/", include("controlplane.api.audit_urls")),
+    path("api/", include("prompts.api.urls")),
     path("api/", include("controlplane.api.urls")),
 ]

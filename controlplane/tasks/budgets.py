@@ -1,0 +1,1 @@
+"""Budget tasks: period resets and alert checks."""

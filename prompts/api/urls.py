@@ -1,0 +1,5 @@
+"""Prompt API routes."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []
