@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,114 @@ def celery_worker_process(django_db_setup: None, django_db_blocker: object) -> I
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+# --- Team, members and clients: the generic fixtures every management test uses -------------------
+# One team with one user per role, plus an outsider who belongs to another team. Clients are DRF
+# APIClients logged in by session (CSRF is not enforced by the test client).
+
+
+@pytest.fixture
+def team(db: None) -> Any:
+    from tests.factories import TeamFactory
+
+    return TeamFactory(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def other_team(db: None) -> Any:
+    from tests.factories import TeamFactory
+
+    return TeamFactory(name="Globex", slug="globex")
+
+
+def _member(team: Any, username: str, role: str) -> Any:
+    from tests.factories import MembershipFactory, UserFactory
+
+    user = UserFactory(username=username)
+    MembershipFactory(team=team, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def owner(team: Any) -> Any:
+    return _member(team, "olivia-owner", "owner")
+
+
+@pytest.fixture
+def team_admin(team: Any) -> Any:
+    return _member(team, "adam-admin", "admin")
+
+
+@pytest.fixture
+def member(team: Any) -> Any:
+    """A developer: may change the team's objects, not its membership."""
+    return _member(team, "dev-member", "developer")
+
+
+@pytest.fixture
+def viewer(team: Any) -> Any:
+    return _member(team, "vic-viewer", "viewer")
+
+
+@pytest.fixture
+def outsider(other_team: Any) -> Any:
+    """Owner of another team: sees nothing of `team`."""
+    return _member(other_team, "otto-outsider", "owner")
+
+
+def _client_for(user: Any) -> Any:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def owner_client(owner: Any) -> Any:
+    return _client_for(owner)
+
+
+@pytest.fixture
+def team_admin_client(team_admin: Any) -> Any:
+    return _client_for(team_admin)
+
+
+@pytest.fixture
+def member_client(member: Any) -> Any:
+    return _client_for(member)
+
+
+@pytest.fixture
+def viewer_client(viewer: Any) -> Any:
+    return _client_for(viewer)
+
+
+@pytest.fixture
+def outsider_client(outsider: Any) -> Any:
+    return _client_for(outsider)
+
+
+@pytest.fixture
+def management_key(team: Any) -> tuple[Any, str]:
+    """(ApiKey, secret) with management read+write scopes in `team`."""
+    from controlplane.services.audit import Actor
+    from controlplane.services.keys import api_key_create
+
+    return api_key_create(
+        team=team,
+        name="ci-management",
+        scopes=["management:read", "management:write"],
+        actor=Actor.system("test"),
+    )
+
+
+@pytest.fixture
+def management_key_client(management_key: tuple[Any, str]) -> Any:
+    """An APIClient authenticated by `Authorization: Bearer <management key>` (no session)."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {management_key[1]}")
+    return client
