@@ -1,0 +1,81 @@
+"""`python -m serving.engine --model PATH --port 8081`: load the model and serve it over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serving.engine.config import EngineConfig
+    from serving.engine.model import LoadedModel
+
+# Nothing may be downloaded at run time; set before transformers / huggingface_hub are imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+log = logging.getLogger("serving.engine")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from serving.engine.config import ConfigError, build_parser, resolve_config
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_torch(args.threads)
+
+    from serving.engine.model import load_model
+
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype, model_id=args.model_id)
+    try:
+        config = resolve_config(args, loaded.max_position_embeddings)
+    except ConfigError as exc:
+        sys.exit(f"serving.engine: {exc}")
+    log.info("model %s from %s on %s (%s)", loaded.model_id, loaded.path, loaded.device, loaded.dtype)
+    if loaded.note:
+        log.warning("%s", loaded.note)
+    serve(loaded, config)
+
+
+def _configure_torch(threads: int | None) -> None:
+    import torch
+
+    # One intra-op pool sized to the machine: the scheduler thread is the only heavy torch user,
+    # and interop parallelism only adds contention on a few cores.
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_interop_threads(1)
+
+
+def serve(loaded: LoadedModel, config: EngineConfig) -> None:
+    import uvicorn
+
+    from serving.engine.app import create_app
+    from serving.engine.embeddings import Embedder
+    from serving.engine.service import EngineService
+
+    service = EngineService(loaded, config)
+    embedder = None
+    if config.embedding_model:
+        if config.embedding_model != "default":
+            sys.exit("serving.engine: --embedding-model supports only 'default' (all-MiniLM-L6-v2)")
+        embedder = Embedder.load_default()
+        service.embedding_model_id = embedder.model_id
+        log.info("embeddings: %s", embedder.model_id)
+    app = create_app(service, embedder)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()
