@@ -1,0 +1,93 @@
+"""Reads of the control plane, each scoped to what the caller may see.
+
+Views and admin pages get their querysets here, never from `Model.objects` directly, so an
+object of another team cannot leak through a forgotten filter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from controlplane.models import (
+    ApiKey,
+    Backend,
+    Budget,
+    Endpoint,
+    Membership,
+    ModelVersion,
+    Release,
+    Team,
+    TrafficSplit,
+)
+from controlplane.permissions import visible_teams
+
+
+def teams_for(user: Any) -> QuerySet[Team]:
+    return visible_teams(user).annotate(member_count=Count("memberships")).order_by("name")
+
+
+def memberships_for(user: Any) -> QuerySet[Membership]:
+    return (
+        Membership.objects.filter(team__in=visible_teams(user))
+        .select_related("team", "user")
+        .order_by("team", "user__username")
+    )
+
+
+def api_keys_for(user: Any) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(team__in=visible_teams(user)).prefetch_related("endpoints")
+
+
+def backends_for(user: Any) -> QuerySet[Backend]:
+    return Backend.objects.filter(team__in=visible_teams(user)).prefetch_related("replicas")
+
+
+def model_versions_for(user: Any) -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.filter(team__in=visible_teams(user)).select_related("backend")
+
+
+def releases_for(user: Any) -> QuerySet[Release]:
+    return Release.objects.filter(team__in=visible_teams(user)).select_related(
+        "model_version", "prompt_version"
+    )
+
+
+def endpoints_for(user: Any) -> QuerySet[Endpoint]:
+    return Endpoint.objects.filter(team__in=visible_teams(user)).prefetch_related("traffic", "fallbacks")
+
+
+def budgets_for(user: Any) -> QuerySet[Budget]:
+    return Budget.objects.filter(team__in=visible_teams(user))
+
+
+def prompt_versions_for(user: Any) -> QuerySet[Any]:
+    from prompts.models import PromptVersion
+
+    return PromptVersion.objects.filter(prompt__team__in=visible_teams(user)).select_related("prompt")
+
+
+def endpoint_policy(endpoint: Endpoint) -> list[dict[str, int]]:
+    """The traffic policy as stored in `previous_policy`: [{"release": id, "weight": n}], stable order."""
+    splits = TrafficSplit.objects.filter(endpoint=endpoint).order_by("release_id")
+    return [{"release": split.release_id, "weight": split.weight} for split in splits]
+
+
+def endpoint_fallback_ids(endpoint: Endpoint) -> list[int]:
+    return list(endpoint.fallbacks.order_by("position").values_list("release_id", flat=True))
+
+
+def _endpoints_using_releases(release_filter: Q) -> list[int]:
+    releases = Release.objects.filter(release_filter).values("pk")
+    ids = Endpoint.objects.filter(Q(traffic__release__in=releases) | Q(fallbacks__release__in=releases))
+    return sorted(set(ids.values_list("pk", flat=True)))
+
+
+def endpoint_ids_using_backend(backend_id: int) -> list[int]:
+    """Endpoints whose routing changes when this backend changes (cache invalidation targets)."""
+    return _endpoints_using_releases(Q(model_version__backend_id=backend_id))
+
+
+def endpoint_ids_using_model_version(model_version_id: int) -> list[int]:
+    return _endpoints_using_releases(Q(model_version_id=model_version_id))
