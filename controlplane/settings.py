@@ -23,6 +23,8 @@ try:
     SWITCHBOARD_KEY_PEPPER = env.text("SWITCHBOARD_KEY_PEPPER", SECRET_KEY)
     # Fernet keys (comma-separated, newest first) encrypting backend credentials at rest.
     SWITCHBOARD_ENCRYPTION_KEYS = env.str_list("SWITCHBOARD_ENCRYPTION_KEYS", [])
+    # HMAC key signing the hourly audit digests; empty means one derived from SECRET_KEY.
+    SWITCHBOARD_AUDIT_SIGNING_KEY = env.text("SWITCHBOARD_AUDIT_SIGNING_KEY", "")
     ALLOWED_HOSTS = env.str_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"])
     CSRF_TRUSTED_ORIGINS = env.str_list("CSRF_TRUSTED_ORIGINS", [])
     SWITCHBOARD_PORT = env.integer("SWITCHBOARD_PORT", 8000, minimum=1, maximum=65535)

@@ -1,5 +1,15 @@
-"""Audit API routes: listing, export (JSONL/CSV), verification."""
+"""Audit API routes: events (list, retrieve) and the JSONL/CSV exports."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, URLResolver, path
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list[URLPattern] = []
+from controlplane.api.audit import AuditEventViewSet, AuditExportView
+
+router = SimpleRouter()
+router.register("events", AuditEventViewSet, basename="audit-event")
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("export.jsonl", AuditExportView.as_view(fmt="jsonl"), name="audit-export-jsonl"),
+    path("export.csv", AuditExportView.as_view(fmt="csv"), name="audit-export-csv"),
+    *router.urls,
+]
