@@ -44,6 +44,16 @@ _T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
+class BatchSnapshot:
+    """What the running batch holds right now (for metrics, tests and debugging)."""
+
+    size: int
+    length: int
+    kv_bytes: int
+    waiting: int
+
+
+@dataclass(frozen=True)
 class BatchLimits:
     max_batch_total_tokens: int
     max_batch_prefill_tokens: int
@@ -112,7 +122,23 @@ class Scheduler:
 
     # ----- called from the event loop -------------------------------------------------------
     def start(self) -> None:
+        self.warm_up()
         self._thread.start()
+
+    def warm_up(self) -> None:
+        """Run a prefill, a merge and a few decode steps once, before the port opens.
+
+        The first forward passes pay for kernel selection and allocator growth (~0.5 s on CPU);
+        without this the first client's time to first token would carry that cost.
+        """
+        model = self.loaded.model
+        with torch.inference_mode():
+            first, _ = padded.prefill(model, [(1, 2, 3, 4), (5, 6)])
+            second, _ = padded.prefill(model, [(7, 8, 9)])
+            merged = padded.concatenate(first, second)
+            for _ in range(3):
+                padded.decode(model, merged)
+            padded.select(merged, [0, 2])
 
     def stop(self) -> None:
         with self._wakeup:
@@ -124,6 +150,18 @@ class Scheduler:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def snapshot(self) -> BatchSnapshot:
+        batch = self._batch
+        kv_bytes = 0
+        if batch is not None:
+            kv_bytes = sum(t.numel() * t.element_size() for layer in batch.cache.layers for t in (layer.keys, layer.values))
+        return BatchSnapshot(
+            size=batch.size if batch else 0,
+            length=batch.length if batch else 0,
+            kv_bytes=kv_bytes,
+            waiting=len(self._waiting),
+        )
+
     def submit(self, request: GenerationRequest, handle: RequestHandle) -> None:
         with self._wakeup:
             self._waiting.append(_Entry(request, handle, time.time()))
@@ -132,13 +170,18 @@ class Scheduler:
 
     # ----- scheduler thread -----------------------------------------------------------------
     def _run(self) -> None:
+        while not self._stopping:
+            self.step()
+
+    def step(self) -> None:
+        """One iteration of the scheduling loop. The thread calls it forever; tests may call it
+        directly on a scheduler that was never started, to control arrivals step by step."""
         with torch.inference_mode():
-            while not self._stopping:
-                try:
-                    self._step()
-                except Exception as exc:  # a model failure must not kill the thread
-                    log.exception("generation failed")
-                    self._fail_running(f"Request failed during generation: {exc}")
+            try:
+                self._step()
+            except Exception as exc:  # a model failure must not kill the thread
+                log.exception("generation failed")
+                self._fail_running(f"Request failed during generation: {exc}")
 
     def _step(self) -> None:
         if self._batch is None:
@@ -156,6 +199,8 @@ class Scheduler:
         self._decode()
 
     def _idle_wait(self) -> None:
+        if not self._thread.is_alive():
+            return  # driven by hand (tests): never block the caller
         with self._wakeup:
             if not self._waiting and not self._stopping:
                 self._wakeup.wait(timeout=1.0)
