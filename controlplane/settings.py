@@ -155,6 +155,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["controlplane.permissions.TeamScoped"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
+    # Services raise Django ValidationError with field errors; this makes them 400s, not 500s.
+    "EXCEPTION_HANDLER": "controlplane.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Switchboard management API",
