@@ -64,14 +64,17 @@ def sign(summary: PeriodSummary, previous_signature: str) -> str:
     return hmac.new(signing_key(), signed_message(summary, previous_signature), hashlib.sha256).hexdigest()
 
 
-def summarise_period(start: datetime, end: datetime, previous_head: str) -> PeriodSummary:
-    """Count, id range and head hash of the events in [start, end); an empty hour keeps the previous head."""
+def summarise_period(start: datetime, end: datetime) -> PeriodSummary:
+    """Count, id range and chain head at the end of [start, end), from the events alone (an empty
+    hour's head is the last event before it), so verifying one digest never trusts another."""
     stats = AuditEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end).aggregate(
         count=Count("id"), first=Min("id"), last=Max("id")
     )
-    head = previous_head
+    heads = AuditEvent.objects.values_list("row_hash", flat=True)
     if stats["last"] is not None:
-        head = AuditEvent.objects.values_list("row_hash", flat=True).get(pk=stats["last"])
+        head = heads.get(pk=stats["last"])
+    else:
+        head = heads.filter(occurred_at__lt=start).order_by("-occurred_at", "-id").first() or GENESIS_HASH
     return PeriodSummary(start, end, stats["first"], stats["last"], stats["count"], head)
 
 
@@ -108,10 +111,9 @@ def audit_digests_close(*, max_periods: int = 24 * 31) -> list[AuditDigest]:
         if start is None:
             return created  # an empty log has nothing to close yet
         close_until = floor_hour(_database_now())
-        previous_head = last.head_hash if last else GENESIS_HASH
         previous_signature = last.signature if last else ""
         while start + PERIOD <= close_until and len(created) < max_periods:
-            summary = summarise_period(start, start + PERIOD, previous_head)
+            summary = summarise_period(start, start + PERIOD)
             signature = sign(summary, previous_signature)
             created.append(
                 AuditDigest.objects.create(
@@ -125,5 +127,5 @@ def audit_digests_close(*, max_periods: int = 24 * 31) -> list[AuditDigest]:
                     signature=signature,
                 )
             )
-            start, previous_head, previous_signature = summary.period_end, summary.head_hash, signature
+            start, previous_signature = summary.period_end, signature
     return created

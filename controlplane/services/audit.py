@@ -115,10 +115,16 @@ def chain_hash(prev_hash: str, payload: str) -> str:
 
 @dataclass(frozen=True)
 class ChainHead:
-    """The chain's state under the lock: the hash to link to and the earliest time a new event may carry."""
+    """The chain's state under the lock: the hash to link to, the earliest time a new event may
+    carry (the head's time or the end of the last signed period), and the database clock."""
 
     row_hash: str
-    not_before: datetime
+    earliest: datetime | None
+    now: datetime
+
+    @property
+    def next_time(self) -> datetime:
+        return max(self.now, self.earliest) if self.earliest else self.now
 
 
 # One round trip: the head row, the newest digest's end and the database clock. Event times come
@@ -138,8 +144,8 @@ def lock_chain() -> ChainHead:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
         cursor.execute(_HEAD_SQL)
         head_hash, head_time, sealed_until, db_now = cursor.fetchone()
-    floor = max(t for t in (head_time, sealed_until, db_now) if t is not None)
-    return ChainHead(row_hash=head_hash or GENESIS_HASH, not_before=floor)
+    bounds = [t for t in (head_time, sealed_until) if t is not None]
+    return ChainHead(row_hash=head_hash or GENESIS_HASH, earliest=max(bounds) if bounds else None, now=db_now)
 
 
 def lock_chain_head() -> str:
@@ -230,7 +236,7 @@ def audit_record(
         outcome=outcome,
     )
     head = lock_chain()
-    event = _build_event(entry, head.not_before)
+    event = _build_event(entry, head.next_time)
     _link(event, head.row_hash)
     event.save(force_insert=True)
     return event
@@ -238,14 +244,16 @@ def audit_record(
 
 def _entry_times(entries: list[AuditEntry], head: ChainHead) -> list[datetime]:
     times: list[datetime] = []
-    floor = head.not_before
+    floor = head.earliest
     for index, entry in enumerate(entries):
-        when = entry.occurred_at or floor
-        if when < floor:
+        when = entry.occurred_at or (max(head.now, floor) if floor else head.now)
+        if floor is not None and when < floor:
             raise ValueError(
                 f"entry {index}: occurred_at {when.isoformat()} is before {floor.isoformat()} "
                 "(the chain head or a closed digest period); backfill in time order into an open period"
             )
+        if when > head.now:
+            raise ValueError(f"entry {index}: occurred_at {when.isoformat()} is in the future")
         times.append(when)
         floor = when
     return times
