@@ -20,7 +20,9 @@ def record(action: str, *, team_id: int | None = 1, actor: Actor = ALICE, **kwar
         return audit_record(actor=actor, action=action, team_id=team_id, **kwargs).pk
 
 
-def record_at(when: datetime, action: str, *, team_id: int | None = 1, actor: Actor = ALICE, **kwargs: Any) -> None:
+def record_at(
+    when: datetime, action: str, *, team_id: int | None = 1, actor: Actor = ALICE, **kwargs: Any
+) -> None:
     audit_record_many([AuditEntry(actor=actor, action=action, team_id=team_id, occurred_at=when, **kwargs)])
 
 

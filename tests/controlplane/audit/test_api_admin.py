@@ -53,7 +53,9 @@ def test_team_owner_and_admin_see_only_their_teams_events(
 
 
 @pytest.mark.django_db
-def test_outsider_sees_their_own_team_and_nothing_of_ours(outsider_client: APIClient, events: dict[str, int]) -> None:
+def test_outsider_sees_their_own_team_and_nothing_of_ours(
+    outsider_client: APIClient, events: dict[str, int]
+) -> None:
     assert _ids(outsider_client.get("/api/audit/events/")) == {events["theirs"]}
     assert outsider_client.get(f"/api/audit/events/{events['ours']}/").status_code == 404
 
@@ -67,7 +69,10 @@ def test_superuser_sees_every_event_including_team_less_ones(
 
 @pytest.mark.django_db
 def test_developers_viewers_and_api_keys_cannot_read_the_audit_log(
-    member_client: APIClient, viewer_client: APIClient, management_key_client: APIClient, events: dict[str, int]
+    member_client: APIClient,
+    viewer_client: APIClient,
+    management_key_client: APIClient,
+    events: dict[str, int],
 ) -> None:
     for client in (member_client, viewer_client, management_key_client):
         for url in ("/api/audit/events/", "/api/audit/export.jsonl", "/api/audit/export.csv"):
@@ -79,7 +84,9 @@ def test_developers_viewers_and_api_keys_cannot_read_the_audit_log(
 
 
 @pytest.mark.django_db
-def test_api_filters_and_reports_bad_filters(owner_client: APIClient, other_team: Any, events: dict[str, int]) -> None:
+def test_api_filters_and_reports_bad_filters(
+    owner_client: APIClient, other_team: Any, events: dict[str, int]
+) -> None:
     assert _ids(owner_client.get("/api/audit/events/", {"actor": "api_key:12"})) == {events["ours_key"]}
     assert _ids(owner_client.get("/api/audit/events/", {"target": "prompts.prompt:1"})) == {events["ours"]}
     bad = owner_client.get("/api/audit/events/", {"until": "soon"})
@@ -116,7 +123,9 @@ def test_api_jsonl_export_streams_the_teams_events_and_is_audited(
 
 @pytest.mark.django_db
 def test_api_csv_export_honours_filters(owner_client: APIClient, events: dict[str, int]) -> None:
-    response = owner_client.get("/api/audit/export.csv", {"action": "prompt_label.move"}, HTTP_ACCEPT="text/csv")
+    response = owner_client.get(
+        "/api/audit/export.csv", {"action": "prompt_label.move"}, HTTP_ACCEPT="text/csv"
+    )
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     lines = b"".join(response.streaming_content).decode().splitlines()
     assert lines[0].startswith("event_id,time,activity_id") and len(lines) == 2
@@ -153,7 +162,10 @@ def test_admin_audit_views_are_read_only_even_for_superusers(superuser: Any, eve
     assert client.get("/admin/controlplane/auditevent/add/").status_code == 403
     detail = client.get(f"/admin/controlplane/auditevent/{events['ours']}/change/")
     assert detail.status_code == 200 and b'name="_save"' not in detail.content
-    assert client.post(f"/admin/controlplane/auditevent/{events['ours']}/change/", {"action": "x"}).status_code == 403
+    assert (
+        client.post(f"/admin/controlplane/auditevent/{events['ours']}/change/", {"action": "x"}).status_code
+        == 403
+    )
     assert client.get(f"/admin/controlplane/auditevent/{events['ours']}/delete/").status_code == 403
     assert client.get("/admin/controlplane/auditdigest/").status_code == 200
     assert client.get("/admin/controlplane/auditdigest/add/").status_code == 403

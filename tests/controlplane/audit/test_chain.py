@@ -80,8 +80,11 @@ def test_trigger_rejects_update_and_delete_through_the_orm() -> None:
 @pytest.mark.django_db
 def test_trigger_protects_digests_too() -> None:
     digest = AuditDigest.objects.create(
-        period_start=timezone.now() - timedelta(hours=1), period_end=timezone.now(), event_count=0,
-        head_hash=GENESIS_HASH, signature="0" * 64,
+        period_start=timezone.now() - timedelta(hours=1),
+        period_end=timezone.now(),
+        event_count=0,
+        head_hash=GENESIS_HASH,
+        signature="0" * 64,
     )
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         AuditDigest.objects.filter(pk=digest.pk).update(event_count=5)
@@ -97,7 +100,7 @@ def test_audit_record_refuses_to_run_outside_a_transaction() -> None:
     atomic = connection.in_atomic_block
     connection.in_atomic_block = False
     try:
-        with pytest.raises(RuntimeError, match="transaction.atomic"):
+        with pytest.raises(RuntimeError, match=r"transaction\.atomic"):
             audit_record(actor=ALICE, action="thing.create", team_id=1)
     finally:
         connection.in_atomic_block = atomic
@@ -107,8 +110,10 @@ def test_audit_record_refuses_to_run_outside_a_transaction() -> None:
 def test_verify_passes_on_a_clean_chain_of_single_and_bulk_writes() -> None:
     record("thing.create", before=None, after={"n": 2.0, "big": 1e16, "price": "0.50"})
     record("thing.update", actor=Actor(type="user", id="3", label="v6", ip="2001:DB8::1"))
-    audit_record_many([AuditEntry(actor=KEY, action="bulk.create", team_id=2, after={"i": i}) for i in range(250)],
-                      batch_size=100)
+    audit_record_many(
+        [AuditEntry(actor=KEY, action="bulk.create", team_id=2, after={"i": i}) for i in range(250)],
+        batch_size=100,
+    )
     record("thing.delete", team_id=None, actor=Actor.system())
     out, error = _verify()
     assert error is None, out
@@ -120,8 +125,10 @@ def test_verify_passes_on_a_clean_chain_of_single_and_bulk_writes() -> None:
 def test_verify_names_the_edited_row_as_row_hash_mismatch() -> None:
     ids = [record(f"thing.step{i}", after={"step": i}) for i in range(5)]
     with triggers_disabled():
-        raw("UPDATE controlplane_auditevent SET diff = %s WHERE id = %s",
-            [json.dumps({"before": None, "after": {"step": 99}}), ids[2]])
+        raw(
+            "UPDATE controlplane_auditevent SET diff = %s WHERE id = %s",
+            [json.dumps({"before": None, "after": {"step": 99}}), ids[2]],
+        )
     out, error = _verify()
     assert error is not None and error.returncode == 1
     assert f"FIRST BROKEN LINK: event #{ids[2]}: row_hash_mismatch" in out
@@ -146,8 +153,14 @@ def test_verify_reports_an_inserted_row_as_prev_hash_mismatch_naming_the_real_li
     ids = [record(f"thing.step{i}") for i in range(3)]
     first = AuditEvent.objects.get(pk=ids[0])
     forged = AuditEvent(
-        occurred_at=first.occurred_at, team_id=1, actor_type="user", actor_id="7", actor_label="alice",
-        action="thing.forged", diff={}, prev_hash=first.row_hash,
+        occurred_at=first.occurred_at,
+        team_id=1,
+        actor_type="user",
+        actor_id="7",
+        actor_label="alice",
+        action="thing.forged",
+        diff={},
+        prev_hash=first.row_hash,
     )
     forged.row_hash = chain_hash(forged.prev_hash, canonical_payload(forged))
     forged.save(force_insert=True)  # lands after the last row, claiming to follow the first
@@ -160,14 +173,26 @@ def test_verify_reports_an_inserted_row_as_prev_hash_mismatch_naming_the_real_li
 @pytest.mark.django_db(transaction=True)
 def test_audit_verify_command_exits_non_zero_when_the_chain_is_broken() -> None:
     ids = [record(f"thing.step{i}") for i in range(3)]
-    ok = subprocess.run([sys.executable, "manage.py", "audit_verify"], cwd=REPO_ROOT, env=subprocess_env(),
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "manage.py", "audit_verify"],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "OK: 3 events chained" in ok.stdout
     with triggers_disabled():
         raw("UPDATE controlplane_auditevent SET actor_label = 'mallory' WHERE id = %s", [ids[1]])
-    broken = subprocess.run([sys.executable, "manage.py", "audit_verify"], cwd=REPO_ROOT, env=subprocess_env(),
-                            capture_output=True, text=True, timeout=120)
+    broken = subprocess.run(
+        [sys.executable, "manage.py", "audit_verify"],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert broken.returncode == 1
     assert f"event #{ids[1]}: row_hash_mismatch" in broken.stdout
 
@@ -177,8 +202,13 @@ def test_secrets_are_redacted_in_diffs_at_any_depth() -> None:
     event_id = record(
         "backend.update",
         before={"name": "a", "credentials": "sk-live-old", "headers": {"Authorization": "Bearer x"}},
-        after={"name": "b", "credentials": "sk-live-new", "nested": [{"api_token": "tok-123"}],
-               "headers": {"Authorization": "Bearer y"}, "password": "hunter2"},
+        after={
+            "name": "b",
+            "credentials": "sk-live-new",
+            "nested": [{"api_token": "tok-123"}],
+            "headers": {"Authorization": "Bearer y"},
+            "password": "hunter2",
+        },
     )
     stored = json.dumps(AuditEvent.objects.get(pk=event_id).diff)
     for secret in ("sk-live-old", "sk-live-new", "tok-123", "Bearer x", "Bearer y", "hunter2"):
@@ -205,6 +235,10 @@ def test_bulk_write_refuses_entries_before_the_chain_head_and_writes_nothing() -
     count = AuditEvent.objects.count()
     past = timezone.now() - timedelta(hours=5)
     with pytest.raises(ValueError, match="entry 1: occurred_at"):
-        audit_record_many([AuditEntry(actor=ALICE, action="ok", team_id=1),
-                           AuditEntry(actor=ALICE, action="late", team_id=1, occurred_at=past)])
+        audit_record_many(
+            [
+                AuditEntry(actor=ALICE, action="ok", team_id=1),
+                AuditEntry(actor=ALICE, action="late", team_id=1, occurred_at=past),
+            ]
+        )
     assert AuditEvent.objects.count() == count

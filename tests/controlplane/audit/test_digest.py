@@ -11,7 +11,13 @@ from django.db import connection
 from controlplane.audit.digest import audit_digests_close, floor_hour
 from controlplane.audit.verify import audit_verify
 from controlplane.models import AuditDigest, AuditEvent
-from controlplane.services.audit import GENESIS_HASH, AuditEntry, audit_record_many, canonical_payload, chain_hash
+from controlplane.services.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    audit_record_many,
+    canonical_payload,
+    chain_hash,
+)
 from controlplane.tasks.audit import audit_digest
 from tests.controlplane.audit.helpers import ALICE, raw, record, record_at, triggers_disabled
 
@@ -114,8 +120,10 @@ def test_rewriting_the_whole_chain_is_caught_by_the_signed_head_hash() -> None:
                 event.diff = {"before": None, "after": {"hidden": True}}
             event.prev_hash = prev
             event.row_hash = chain_hash(prev, canonical_payload(event))
-            raw("UPDATE controlplane_auditevent SET diff = %s, prev_hash = %s, row_hash = %s WHERE id = %s",
-                [json.dumps(event.diff), event.prev_hash, event.row_hash, event.pk])
+            raw(
+                "UPDATE controlplane_auditevent SET diff = %s, prev_hash = %s, row_hash = %s WHERE id = %s",
+                [json.dumps(event.diff), event.prev_hash, event.row_hash, event.pk],
+            )
             prev = event.row_hash
     report = audit_verify()
     assert report.break_count == 0  # the chain alone is fooled
@@ -131,15 +139,25 @@ def test_verify_detects_an_event_deleted_from_a_closed_period_in_the_digest_coun
     with triggers_disabled():
         raw("DELETE FROM controlplane_auditevent WHERE id = %s", [created[0].first_event_id])
     report = audit_verify()
-    assert any(p.digest_id == created[0].pk and p.kind == "events_changed" and "signed 2 events" in p.detail
-               for p in report.digest_problems)
+    assert any(
+        p.digest_id == created[0].pk and p.kind == "events_changed" and "signed 2 events" in p.detail
+        for p in report.digest_problems
+    )
 
 
 @pytest.mark.django_db(transaction=True)
-def test_digest_task_runs_in_a_real_worker_and_a_second_run_writes_nothing(celery_worker_process: object) -> None:
+def test_digest_task_runs_in_a_real_worker_and_a_second_run_writes_nothing(
+    celery_worker_process: object,
+) -> None:
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
-    audit_record_many([AuditEntry(actor=ALICE, action="thing.create", team_id=1,
-                                  occurred_at=start + timedelta(minutes=m)) for m in (1, 2, 3)])
+    audit_record_many(
+        [
+            AuditEntry(
+                actor=ALICE, action="thing.create", team_id=1, occurred_at=start + timedelta(minutes=m)
+            )
+            for m in (1, 2, 3)
+        ]
+    )
     first = audit_digest.delay().get(timeout=60)
     second = audit_digest.delay().get(timeout=60)
     assert first["created"] == 2 and second == {"created": 0, "period_ends": []}

@@ -33,12 +33,25 @@ def _jsonl(text: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def log() -> dict[str, int]:
     return {
-        "create": record("prompt.create", target_type="prompts.prompt", target_id="5", target_label="greeting",
-                         after={"name": "greeting"}),
-        "move": record("prompt_label.move", actor=KEY, team_id=2, target_type="prompts.promptlabel",
-                       target_id="9", before={"version": 1}, after={"version": 2}),
-        "delete": record("backend.delete", team_id=1, target_type="controlplane.backend", target_id="3",
-                         outcome="failure"),
+        "create": record(
+            "prompt.create",
+            target_type="prompts.prompt",
+            target_id="5",
+            target_label="greeting",
+            after={"name": "greeting"},
+        ),
+        "move": record(
+            "prompt_label.move",
+            actor=KEY,
+            team_id=2,
+            target_type="prompts.promptlabel",
+            target_id="9",
+            before={"version": 1},
+            after={"version": 2},
+        ),
+        "delete": record(
+            "backend.delete", team_id=1, target_type="controlplane.backend", target_id="3", outcome="failure"
+        ),
         "system": record("budget.rollover", team_id=None, actor=Actor.system("beat")),
     }
 
@@ -78,9 +91,9 @@ def test_csv_export_has_a_header_and_one_row_per_event(tmp_path: Path, log: dict
 
 @pytest.mark.django_db
 def test_csv_export_defuses_spreadsheet_formulas(tmp_path: Path) -> None:
-    event_id = record("thing.create", actor=Actor(type="user", id="1", label="=HYPERLINK(\"x\")"))
+    event_id = record("thing.create", actor=Actor(type="user", id="1", label='=HYPERLINK("x")'))
     rows = {int(r["event_id"]): r for r in csv.DictReader(io.StringIO(_export(tmp_path, "--format", "csv")))}
-    assert rows[event_id]["actor_name"] == "'=HYPERLINK(\"x\")"
+    assert rows[event_id]["actor_name"] == '\'=HYPERLINK("x")'
 
 
 @pytest.mark.django_db
@@ -150,12 +163,16 @@ def test_export_streams_in_blocks_without_reading_everything_first() -> None:
     from controlplane.audit.query import AuditQuery, audit_events
     from controlplane.services.audit import AuditEntry, audit_record_many
 
-    audit_record_many([AuditEntry(actor=ALICE, action="bulk.create", team_id=1, after={"i": i, "pad": "x" * 200})
-                       for i in range(400)])
+    audit_record_many(
+        [
+            AuditEntry(actor=ALICE, action="bulk.create", team_id=1, after={"i": i, "pad": "x" * 200})
+            for i in range(400)
+        ]
+    )
     stream = ExportStream(audit_events(AuditQuery(), team_ids=None), "jsonl", chunk_size=50, block_bytes=8192)
     blocks = iter(stream)
     first = next(blocks)
     # One block out means only the rows for that block were read, not the whole log.
-    assert 8192 <= len(first) and stream.rows < 400
+    assert len(first) >= 8192 and stream.rows < 400
     rest = b"".join(blocks)
     assert stream.rows == 400 and (first + rest).count(b"\n") == 400
