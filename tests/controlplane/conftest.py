@@ -81,3 +81,12 @@ def other_world(other_team: Any, outsider: Any) -> World:
 def newcomer(db: None) -> Any:
     """A user in no team yet (to be added as a member)."""
     return UserFactory(username="nina-newcomer")
+
+
+@pytest.fixture(scope="module")
+def engine_process() -> Any:
+    """The real embedded engine as a subprocess (serves /info and /v1/models like TGI)."""
+    from serving.engine.launcher import spawn_engine
+
+    with spawn_engine("default", extra_args=["--max-concurrent-requests", "4"]) as process:
+        yield process
