@@ -1,0 +1,17 @@
+"""Writes to prompts (each with its audit row in the same transaction), and rendering (no write)."""
+
+from prompts.services.prompts import (
+    prompt_create,
+    prompt_label_move,
+    prompt_render,
+    prompt_version_create,
+    validate_version_content,
+)
+
+__all__ = [
+    "prompt_create",
+    "prompt_label_move",
+    "prompt_render",
+    "prompt_version_create",
+    "validate_version_content",
+]
