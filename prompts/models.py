@@ -34,7 +34,9 @@ class PromptVersion(models.Model):
 
     class Meta:
         ordering = ["prompt", "-version"]
-        constraints = [models.UniqueConstraint(fields=["prompt", "version"], name="promptversion_unique_number")]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "version"], name="promptversion_unique_number")
+        ]
 
     def __str__(self) -> str:
         return f"{self.prompt.name} v{self.version}"

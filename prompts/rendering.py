@@ -55,9 +55,9 @@ class _PromptSandbox(ImmutableSandboxedEnvironment):
             raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
         if operator == "*":
             sized, count = (left, right) if isinstance(left, str | list | tuple) else (right, left)
-            if isinstance(sized, str | list | tuple) and isinstance(count, int):
-                if len(sized) * count > MAX_OUTPUT_CHARS:
-                    raise SecurityError(f"repetition would exceed {MAX_OUTPUT_CHARS} items")
+            repeats = isinstance(sized, str | list | tuple) and isinstance(count, int)
+            if repeats and len(sized) * count > MAX_OUTPUT_CHARS:
+                raise SecurityError(f"repetition would exceed {MAX_OUTPUT_CHARS} items")
         return super().call_binop(context, operator, left, right)
 
 

@@ -6,68 +6,120 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('controlplane', '0002_initial'),
+        ("controlplane", "0002_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Prompt',
+            name="Prompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('description', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prompts', to='controlplane.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("description", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="prompts",
+                        to="controlplane.team",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['team', 'name'],
+                "ordering": ["team", "name"],
             },
         ),
         migrations.CreateModel(
-            name='PromptVersion',
+            name="PromptVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('system_message', models.TextField(blank=True, default='')),
-                ('template', models.TextField()),
-                ('variables_schema', models.JSONField(blank=True, default=dict)),
-                ('commit_message', models.CharField(blank=True, default='', max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='prompts.prompt')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("system_message", models.TextField(blank=True, default="")),
+                ("template", models.TextField()),
+                ("variables_schema", models.JSONField(blank=True, default=dict)),
+                ("commit_message", models.CharField(blank=True, default="", max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="prompts.prompt",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['prompt', '-version'],
+                "ordering": ["prompt", "-version"],
             },
         ),
         migrations.CreateModel(
-            name='PromptLabel',
+            name="PromptLabel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=50)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='labels', to='prompts.prompt')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='labels', to='prompts.promptversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=50)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="labels",
+                        to="prompts.prompt",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="labels",
+                        to="prompts.promptversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['prompt', 'name'],
+                "ordering": ["prompt", "name"],
             },
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.UniqueConstraint(fields=('team', 'name'), name='prompt_unique_team_name'),
+            model_name="prompt",
+            constraint=models.UniqueConstraint(fields=("team", "name"), name="prompt_unique_team_name"),
         ),
         migrations.AddConstraint(
-            model_name='promptversion',
-            constraint=models.UniqueConstraint(fields=('prompt', 'version'), name='promptversion_unique_number'),
+            model_name="promptversion",
+            constraint=models.UniqueConstraint(
+                fields=("prompt", "version"), name="promptversion_unique_number"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='promptlabel',
-            constraint=models.UniqueConstraint(fields=('prompt', 'name'), name='promptlabel_unique_name'),
+            model_name="promptlabel",
+            constraint=models.UniqueConstraint(fields=("prompt", "name"), name="promptlabel_unique_name"),
         ),
     ]

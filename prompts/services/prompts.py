@@ -35,16 +35,23 @@ PROMPT_FIELDS = ["name", "description"]
 VERSION_FIELDS = ["version", "system_message", "template", "variables_schema", "commit_message"]
 
 
-def _check_name(name: str) -> None:
+def check_prompt_name(name: str) -> None:
     if not _NAME.match(name):
         raise ValidationError(
             {"name": "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"}
         )
 
 
+def check_label_name(name: str) -> None:
+    if not _LABEL.match(name):
+        raise ValidationError(
+            {"name": "use 1-50 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"}
+        )
+
+
 def prompt_create(*, team: Team, name: str, actor: Actor, description: str = "") -> Prompt:
     """Creates an empty prompt; its content comes with its first version."""
-    _check_name(name)
+    check_prompt_name(name)
     taken = {"prompt_unique_team_name": ("name", f"this team already has a prompt named {name!r}")}
     with transaction.atomic():
         with unique_as_field_error(taken):
@@ -146,10 +153,7 @@ def prompt_label_move(*, prompt: Prompt, label: str, version: PromptVersion, act
 
     Publishes ("prompt", "<team id>/<prompt name>@<label>") after commit so gateways drop the cached lookup.
     """
-    if not _LABEL.match(label):
-        raise ValidationError(
-            {"name": "use 1-50 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"}
-        )
+    check_label_name(label)
     if version.prompt_id != prompt.pk:
         raise ValidationError({"version": f"version {version.version} belongs to another prompt"})
     with transaction.atomic():
