@@ -17,10 +17,11 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from controlplane.asgi_router import HttpRouter, lifespan_app  # noqa: E402
 from controlplane.routing import websocket_urlpatterns  # noqa: E402
+from serving.gateway.app import gateway_app  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": HttpRouter(django_asgi),
+        "http": HttpRouter(django_asgi, gateway_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         "lifespan": lifespan_app,
     }

@@ -23,11 +23,16 @@ class HttpRouter:
 
 
 async def lifespan_app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    """Acknowledges startup and shutdown; the gateway hooks its pooled sessions in here."""
+    """Starts this process's gateway (pooled backend sessions, cache listener, usage flusher) and
+    stops it on shutdown, flushing buffered usage records."""
+    from serving.gateway.runtime import close_gateway, get_gateway
+
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            await get_gateway()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await close_gateway()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -125,6 +125,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "audit-digest-hourly": {"task": "controlplane.audit_digest", "schedule": 3600.0},
     # Starts new budget periods (day, week, month) and raises threshold alerts.
     "budget-periods": {"task": "controlplane.budget_rollover", "schedule": 60.0},
+    # Gateway usage ledger: web processes nudge the drain after each push; these are the safety net.
+    "usage-drain": {"task": "serving.usage_drain", "schedule": 5.0},
+    "usage-sweep": {"task": "serving.usage_sweep", "schedule": 60.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -39,3 +39,49 @@ class UsageRecord(models.Model):
             models.Index(fields=["team_id", "occurred_at"], name="usage_team_time_idx"),
             models.Index(fields=["endpoint_id", "occurred_at"], name="usage_endpoint_time_idx"),
         ]
+
+
+class ScopeLimit(models.Model):
+    """Rate limits for a team, one of its endpoints, or one of its backends.
+
+    Keys carry their own limits (ApiKey.rpm_limit, ...). The gateway enforces every limit that
+    applies to a request in one atomic Redis script; an empty field means no limit of that kind.
+    Neither endpoint nor backend set: the limit is the team's own.
+    """
+
+    team = models.ForeignKey("controlplane.Team", on_delete=models.CASCADE, related_name="scope_limits")
+    endpoint = models.ForeignKey(
+        "controlplane.Endpoint", null=True, blank=True, on_delete=models.CASCADE, related_name="scope_limits"
+    )
+    backend = models.ForeignKey(
+        "controlplane.Backend", null=True, blank=True, on_delete=models.CASCADE, related_name="scope_limits"
+    )
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens (prompt + output) per minute")
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="scopelimit_one_target",
+                condition=~models.Q(endpoint__isnull=False, backend__isnull=False),
+            ),
+            models.UniqueConstraint(
+                fields=["team"], condition=models.Q(endpoint__isnull=True, backend__isnull=True),
+                name="scopelimit_unique_team",
+            ),
+            models.UniqueConstraint(
+                fields=["endpoint"], condition=models.Q(endpoint__isnull=False), name="scopelimit_unique_endpoint"
+            ),
+            models.UniqueConstraint(
+                fields=["backend"], condition=models.Q(backend__isnull=False), name="scopelimit_unique_backend"
+            ),
+        ]
+
+    @property
+    def scope(self) -> str:
+        return "endpoint" if self.endpoint_id else "backend" if self.backend_id else "team"
+
+    def __str__(self) -> str:
+        return f"{self.scope} limits (team {self.team_id})"

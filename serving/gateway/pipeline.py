@@ -1,0 +1,332 @@
+"""One request through the gateway: resolve → admission → route/relay with retry → settle.
+
+A `Call` is transport-neutral: the HTTP routes and the WebSocket consumer drive the same object.
+Retries and fallbacks happen only before the first token reaches the client; after that a failure
+ends the stream with an error event. `finish()` is synchronous and idempotent so it can run from
+cancellation paths; the Redis settlement it starts runs as its own task, off the client's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from decimal import Decimal
+from typing import Any
+
+from serving import metrics
+from serving.backends import BackendError, ChunkStream, StreamCut
+from serving.catalog import EndpointView, Principal, ReleaseView, TeamView
+from serving.gateway.admission import (
+    LEASE_SLACK_MS,
+    AdmissionScopes,
+    Reservation,
+    cost_usd,
+    nano_usd,
+    plan,
+)
+from serving.gateway.errors import GatewayError, NotFound, UpstreamError, UpstreamTimeout
+from serving.gateway.protocols import ClientRequest
+from serving.gateway.resolve import Prepared, estimate_tokens, pick_release, prepare
+from serving.gateway.routing import choose_replica
+from serving.gateway.runtime import Gateway
+from serving.types import Completion, EmbeddingResult, GenerationRequest, RouteDecision, TokenChunk
+
+logger = logging.getLogger(__name__)
+
+ATTEMPTS_PER_RELEASE = 3
+BACKOFF_BASE_S = 0.05
+
+
+class Call:
+    def __init__(self, gateway: Gateway, principal: Principal, request: ClientRequest, request_id: str) -> None:
+        self.gw = gateway
+        self.principal = principal
+        self.request = request
+        self.request_id = request_id
+        self.t0 = time.perf_counter()
+        self.occurred_at = time.time()
+        self.endpoint: EndpointView | None = None
+        self.release: ReleaseView | None = None
+        self.prepared: Prepared | None = None
+        self.candidates: list[tuple[ReleaseView, Prepared]] = []
+        self.reservation: Reservation | None = None
+        self.decision: RouteDecision | None = None
+        self.stream: ChunkStream | None = None
+        self.first: TokenChunk | None = None
+        self.final: TokenChunk | None = None
+        self.delivered = 0
+        self.t_dispatch = 0.0
+        self.t_first = 0.0
+        self.finished = False
+        self.cost = Decimal(0)
+        self.tokens_in = 0
+        self.tokens_out = 0
+
+    # --- resolve and admission -----------------------------------------------------------------
+
+    async def admit(self) -> None:
+        team = await self.gw.catalog.team(self.principal.team_id)
+        endpoint = await self.gw.catalog.endpoint(self.principal.team_id, self.request.endpoint)
+        if endpoint is None or team is None or not self.principal.may_call(endpoint.id):
+            raise NotFound(
+                f"no endpoint named '{self.request.endpoint}' for this key: GET /v1/models lists the ones it may call",
+                code="model_not_found",
+            )
+        self.endpoint = endpoint
+        metrics.IN_FLIGHT.labels(endpoint.name).inc()
+        subject = self.request.user or f"key:{self.principal.key_id}"
+        primary = pick_release(endpoint, subject)
+        self.release = primary
+        self.prepared = self._prepare(primary)
+        self.candidates = [(primary, self.prepared)] + self._fallbacks(endpoint, primary)
+        await self._reserve(team, endpoint)
+
+    def _prepare(self, release: ReleaseView) -> Prepared:
+        if self.request.api == "embeddings":
+            tokens = sum(estimate_tokens(text) for text in self.request.inputs)
+            generation = GenerationRequest(api="embeddings", model=release.model_name, max_tokens=0, prompt_tokens_estimate=tokens)
+            return Prepared(generation=generation, affinity=None)
+        return prepare(self.request, release)
+
+    def _fallbacks(self, endpoint: EndpointView, primary: ReleaseView) -> list[tuple[ReleaseView, Prepared]]:
+        out = []
+        for release in endpoint.fallbacks:
+            if release.id == primary.id:
+                continue
+            try:
+                out.append((release, self._prepare(release)))
+            except GatewayError:  # e.g. a smaller context window: that fallback cannot take this request
+                continue
+        return out
+
+    async def _reserve(self, team: TeamView, endpoint: EndpointView) -> None:
+        assert self.prepared is not None and self.release is not None
+        generation = self.prepared.generation
+        # Reserve the worst case over every release that may serve, so a fallback cannot overspend.
+        worst = max(
+            nano_usd(p.generation.prompt_tokens_estimate, p.generation.max_tokens, r.price_in_per_mtok, r.price_out_per_mtok)
+            for r, p in self.candidates
+        )
+        lease_ms = int(max(r.backend.total_timeout_s for r, _ in self.candidates) * 1000) + LEASE_SLACK_MS
+        scopes = AdmissionScopes(
+            team_id=team.id, key_id=self.principal.key_id, endpoint_id=endpoint.id, backend_id=self.release.backend.id,
+            key_limits=self.principal.limits, team_limits=team.limits, endpoint_limits=endpoint.limits,
+            backend_limits=self.release.backend.limits,
+            budgets=(*self.principal.budgets, *team.budgets, *endpoint.budgets),
+        )
+        ledgers = plan(scopes, tokens=generation.prompt_tokens_estimate + generation.max_tokens, cost_nano=worst, lease_ms=lease_ms)
+        self.reservation = await self.gw.admission.reserve(self.request_id, ledgers)
+
+    # --- dispatch with retries and fallback (before the first token only) -------------------------
+
+    async def open_stream(self) -> None:
+        await self._dispatch(streaming=True)
+
+    async def complete(self) -> Completion:
+        result = await self._dispatch(streaming=False)
+        assert isinstance(result, Completion)
+        return result
+
+    async def embed(self) -> EmbeddingResult:
+        result = await self._dispatch(streaming=False)
+        assert isinstance(result, EmbeddingResult)
+        return result
+
+    async def _dispatch(self, *, streaming: bool) -> Completion | EmbeddingResult | None:
+        last_error = "no replica is available"
+        timed_out = False
+        attempt = 0
+        for release, prepared in self.candidates:
+            failed: set[int] = set()
+            for _ in range(ATTEMPTS_PER_RELEASE):
+                snapshot = self.gw.book.snapshot(release.backend)
+                decision = choose_replica(snapshot, affinity=prepared.affinity, exclude=frozenset(failed))
+                if decision is None and failed:
+                    decision = choose_replica(snapshot, affinity=prepared.affinity)
+                if decision is None:
+                    break
+                if attempt:
+                    await asyncio.sleep(BACKOFF_BASE_S * 2 ** min(attempt - 1, 4) * (1 + random.random()))
+                attempt += 1
+                try:
+                    return await self._attempt(release, prepared, decision, streaming=streaming)
+                except TimeoutError:
+                    last_error, timed_out = "the backend did not answer in time", True
+                except BackendError as exc:
+                    if not exc.retryable:
+                        self._fail_attempt(release, decision, count=False)
+                        raise _rejected(exc) from exc
+                    last_error = exc.message
+                self._fail_attempt(release, decision, count=True)
+                failed.add(decision.replica_id)
+        error_class = UpstreamTimeout if timed_out else UpstreamError
+        raise error_class(f"every backend failed before the first token ({last_error}); retry shortly", retry_after=1)
+
+    def _fail_attempt(self, release: ReleaseView, decision: RouteDecision, *, count: bool) -> None:
+        self.gw.book.end(decision.replica_id)
+        if count:
+            self.gw.book.failure(decision.replica_id, release.backend)
+
+    async def _attempt(
+        self, release: ReleaseView, prepared: Prepared, decision: RouteDecision, *, streaming: bool
+    ) -> Completion | EmbeddingResult | None:
+        backend = release.backend
+        client = self.gw.clients[backend.kind]
+        target = self.gw.target(backend, decision.url)
+        self.gw.book.begin(decision.replica_id, probe=decision.reason == "half_open_probe")
+        self.t_dispatch = self.t_dispatch or time.perf_counter()
+        started = time.perf_counter()
+        result: Completion | EmbeddingResult | None = None
+        if streaming:
+            await asyncio.wait_for(self._first_token(client, target, prepared), timeout=backend.first_token_timeout_s)
+        elif prepared.generation.api == "embeddings":
+            coro = client.embed(target, model=prepared.generation.model, inputs=list(self.request.inputs))
+            result = await asyncio.wait_for(coro, timeout=backend.total_timeout_s)
+        else:
+            result = await asyncio.wait_for(client.generate(target, prepared.generation), timeout=backend.total_timeout_s)
+        self.t_first = time.perf_counter()
+        self.gw.book.success(decision.replica_id, backend, (self.t_first - started) * 1000)
+        self.release, self.prepared, self.decision = release, prepared, decision
+        return result
+
+    async def _first_token(self, client: Any, target: Any, prepared: Prepared) -> None:
+        stream: ChunkStream = await client.stream(target, prepared.generation)
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            stream.close()
+            raise StreamCut("the backend ended the stream without a token") from None
+        except BaseException:
+            stream.close()
+            raise
+        self.stream, self.first = stream, first
+
+    # --- streaming ------------------------------------------------------------------------------
+
+    def take_first(self) -> TokenChunk:
+        assert self.first is not None
+        return self._count(self.first)
+
+    async def next_chunk(self) -> TokenChunk | None:
+        """The next chunk, or None after the final one. Raises StreamCut when the stream breaks."""
+        if self.final is not None or self.stream is None:
+            return None
+        try:
+            chunk = await self.stream.__anext__()
+        except StopAsyncIteration:
+            raise StreamCut() from None
+        return self._count(chunk)
+
+    def _count(self, chunk: TokenChunk) -> TokenChunk:
+        if chunk.finish_reason is not None:
+            self.final = chunk
+            if chunk.text or chunk.token_id is not None:
+                self.delivered += 1
+        else:
+            self.delivered += 1
+        return chunk
+
+    def cancel(self) -> None:
+        """Stops the upstream generation now (closing the connection makes the backend drop it)."""
+        if self.stream is not None:
+            self.stream.close()
+
+    # --- settle ---------------------------------------------------------------------------------
+
+    def settle_tokens(self, *, completed: Completion | None = None, billable: bool = True) -> None:
+        """Fixes the tokens and cost to bill: the backend's counts, else what was delivered."""
+        assert self.prepared is not None and self.release is not None
+        estimate = self.prepared.generation.prompt_tokens_estimate
+        if completed is not None:
+            self.tokens_in, self.tokens_out = completed.prompt_tokens, completed.completion_tokens
+        elif self.final is not None:
+            self.tokens_in = self.final.prompt_tokens or estimate
+            self.tokens_out = self.final.completion_tokens if self.final.completion_tokens is not None else self.delivered
+        elif billable and self.first is not None:
+            self.tokens_in, self.tokens_out = estimate, self.delivered  # a cut or cancelled stream
+        self.cost = cost_usd(self.tokens_in, self.tokens_out, self.release.price_in_per_mtok, self.release.price_out_per_mtok)
+
+    def finish(self, *, status: str, http_status: int, finish_reason: str = "", error_type: str = "") -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.stream is not None:
+            self.stream.close()
+        if self.decision is not None:
+            self.gw.book.end(self.decision.replica_id)
+        if self.reservation is not None and self.release is not None:
+            cost_nano = nano_usd(self.tokens_in, self.tokens_out, self.release.price_in_per_mtok, self.release.price_out_per_mtok)
+            self.gw.spawn(self.gw.admission.settle(self.reservation, tokens=self.tokens_in + self.tokens_out, cost_nano=cost_nano))
+        if self.endpoint is not None:
+            self._record(status, http_status, finish_reason, error_type)
+
+    def _record(self, status: str, http_status: int, finish_reason: str, error_type: str) -> None:
+        assert self.endpoint is not None
+        latency_s = time.perf_counter() - self.t0
+        ttft_ms = (self.t_first - self.t0) * 1000 if self.t_first else None
+        release = self.release
+        budgets = [[ledger.budget_id, ledger.budget_period_start] for ledger in (self.reservation.ledgers if self.reservation else ())
+                   if ledger.budget_id is not None]
+        self.gw.usage.add({
+            "request_id": self.request_id, "occurred_at": self.occurred_at, "team_id": self.principal.team_id,
+            "api_key_id": self.principal.key_id, "endpoint_id": self.endpoint.id,
+            "release_id": release.id if release else None, "model_version_id": release.model_version_id if release else None,
+            "endpoint_name": self.endpoint.name, "release_name": release.name if release else "",
+            "replica": self.decision.url if self.decision else "", "api": self.request.api,
+            "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "cost_usd": str(self.cost),
+            "ttft_ms": ttft_ms, "latency_ms": latency_s * 1000, "status": status, "http_status": http_status,
+            "finish_reason": finish_reason, "error_type": error_type, "budgets": budgets if self.cost else [],
+        })
+        name = self.endpoint.name
+        metrics.IN_FLIGHT.labels(name).dec()
+        metrics.REQUESTS.labels(name, release.name if release else "", status).inc()
+        metrics.LATENCY.labels(name).observe(latency_s)
+        if ttft_ms is not None:
+            metrics.TTFT.labels(name).observe(ttft_ms / 1000)
+        if self.tokens_in or self.tokens_out:
+            metrics.TOKENS.labels(name, "in").inc(self.tokens_in)
+            metrics.TOKENS.labels(name, "out").inc(self.tokens_out)
+            metrics.COST.labels(name).inc(float(self.cost))
+
+    # --- headers ---------------------------------------------------------------------------------
+
+    def overhead_ms(self) -> float:
+        """Gateway time: before the first dispatch, plus after the first token/answer arrived."""
+        if not self.t_dispatch:
+            return (time.perf_counter() - self.t0) * 1000
+        return ((self.t_dispatch - self.t0) + (time.perf_counter() - self.t_first)) * 1000
+
+    def headers(self, *, with_cost: bool) -> dict[str, str]:
+        headers = {"x-request-id": self.request_id}
+        if self.endpoint is not None:
+            headers["x-switchboard-endpoint"] = self.endpoint.name
+        if self.release is not None:
+            headers["x-switchboard-release"] = self.release.name
+        if self.decision is not None and self.release is not None:
+            headers["x-switchboard-replica"] = f"{self.release.backend.name}/{self.decision.replica_id}"
+        if with_cost:
+            headers["x-switchboard-cost-usd"] = f"{self.cost:f}"
+        reservation = self.reservation
+        if reservation is not None and reservation.remaining_requests is not None:
+            headers["x-ratelimit-remaining-requests"] = str(reservation.remaining_requests)
+        if reservation is not None and reservation.remaining_tokens is not None:
+            headers["x-ratelimit-remaining-tokens"] = str(reservation.remaining_tokens)
+        metrics.OVERHEAD.observe(overhead := self.overhead_ms() / 1000)
+        headers["x-switchboard-overhead-ms"] = f"{overhead * 1000:.3f}"
+        return headers
+
+    def summary(self) -> dict[str, Any]:
+        """What the final stream event and the WebSocket's last frame report about the request."""
+        return {
+            "request_id": self.request_id, "release": self.release.name if self.release else "",
+            "cost_usd": f"{self.cost:f}", "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+        }
+
+
+def _rejected(exc: BackendError) -> GatewayError:
+    """The backend refused the request itself (bad parameters): the client's to fix, not retried."""
+    error = GatewayError(f"the backend rejected the request: {exc.message}", code="backend_rejected")
+    error.status = exc.status if 400 <= exc.status < 500 else 502
+    return error

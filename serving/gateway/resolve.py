@@ -1,0 +1,139 @@
+"""Resolve: endpoint → release (sticky split), prompt rendering, defaults, context-window trim.
+
+Policy for fitting a request into the model's context window (W tokens, prompt estimate P,
+output budget M = max_tokens):
+1. M >= W is refused (400): no prompt could fit.
+2. Chat: while P + M > W, the oldest message that is neither a system message nor the last
+   message is dropped (conversation memory goes first, instructions and the question stay).
+3. Still too long, and the client did not set max_tokens: M shrinks to W - P (at least 1).
+4. Still too long: 400 naming the sizes. Plain prompts (completions, generate) are never cut:
+   cutting text silently changes its meaning, so the client decides.
+Token counts are estimated without a tokenizer, as UTF-8 bytes / 3 (+4 per chat message). That
+over-counts ordinary text (~4 bytes a token), so trimming and budget reservations err on the safe
+side; the backend's own count is what gets billed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from serving.catalog import EndpointView, ReleaseView
+from serving.gateway import prompting
+from serving.gateway.errors import BadRequest, Unavailable
+from serving.gateway.protocols import ClientRequest
+from serving.gateway.routing import affinity_key, pick_weighted, sticky_bucket
+from serving.types import GenerationRequest
+
+DEFAULT_MAX_TOKENS = 256
+_PER_MESSAGE_TOKENS = 4
+_DEFAULT_PARAM_NAMES = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "seed", "stop", "top_k",
+                        "repetition_penalty", "typical_p", "do_sample")
+
+
+def estimate_tokens(text: str) -> int:
+    return len(text.encode()) // 3 + 1
+
+
+def estimate_messages(messages: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> int:
+    return sum(estimate_tokens(m["content"]) + _PER_MESSAGE_TOKENS for m in messages)
+
+
+def pick_release(endpoint: EndpointView, subject: str) -> ReleaseView:
+    """The traffic policy's choice for this subject: deterministic, so a user stays on one arm."""
+    if not endpoint.traffic:
+        raise Unavailable(f"endpoint '{endpoint.name}' has no release with traffic; ask its owner to set a policy",
+                          retry_after=30, code="endpoint_not_serving")
+    if len(endpoint.traffic) == 1:
+        return endpoint.traffic[0][0]
+    index = pick_weighted([w for _, w in endpoint.traffic], sticky_bucket(endpoint.id, subject))
+    return endpoint.traffic[index][0]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    generation: GenerationRequest
+    affinity: int | None
+
+
+def _max_tokens(client: ClientRequest, release: ReleaseView) -> tuple[int, bool]:
+    if client.max_tokens is not None:
+        return client.max_tokens, True
+    default = release.defaults.get("max_tokens") or release.defaults.get("max_new_tokens") or DEFAULT_MAX_TOKENS
+    return int(default), False
+
+
+def _params(client: ClientRequest, release: ReleaseView) -> dict[str, Any]:
+    defaults = {k: v for k, v in release.defaults.items() if k in _DEFAULT_PARAM_NAMES}
+    return {**defaults, **client.params}
+
+
+def _chat_messages(client: ClientRequest, release: ReleaseView) -> list[dict[str, Any]]:
+    messages = list(client.messages)
+    if release.prompt_version is None:
+        return messages
+    rendered = prompting.render(release.prompt_version, client.variables)
+    head = [{"role": "system", "content": rendered.system}] if rendered.system else []
+    if rendered.text:
+        head.append({"role": "user", "content": rendered.text})
+    return head + messages
+
+
+def _prompt_text(client: ClientRequest, release: ReleaseView) -> str:
+    if release.prompt_version is None:
+        return client.prompt
+    rendered = prompting.render(release.prompt_version, client.variables)
+    return "\n\n".join(part for part in (rendered.system, rendered.text, client.prompt) if part)
+
+
+def _trim_chat(messages: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    size = estimate_messages(messages)
+    while size > budget:
+        droppable = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
+        if droppable is None:
+            break
+        size -= estimate_tokens(messages[droppable]["content"]) + _PER_MESSAGE_TOKENS
+        del messages[droppable]
+    return messages
+
+
+def _fit(prompt_tokens: int, max_tokens: int, explicit: bool, window: int) -> int:
+    if prompt_tokens + max_tokens <= window:
+        return max_tokens
+    if not explicit and window - prompt_tokens >= 1:
+        return window - prompt_tokens
+    raise BadRequest(
+        f"the prompt (~{prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the model's context "
+        f"window of {window} tokens: shorten the input or lower max_tokens",
+        code="context_length_exceeded",
+    )
+
+
+def prefix_of(messages: list[dict[str, Any]], prompt: str) -> str:
+    """The part of a conversation that repeats across its turns: all but the last message."""
+    if messages:
+        head = messages[:-1] if len(messages) > 1 else messages
+        return json.dumps(head, separators=(",", ":"))[:2048] if len(messages) > 1 else head[0]["content"][:256]
+    return prompt[:256]
+
+
+def prepare(client: ClientRequest, release: ReleaseView) -> Prepared:
+    window = release.context_window
+    max_tokens, explicit = _max_tokens(client, release)
+    if max_tokens >= window:
+        raise BadRequest(f"max_tokens must be below the model's context window of {window} tokens")
+    if client.api == "chat":
+        messages = _trim_chat(_chat_messages(client, release), window - max_tokens)
+        prompt_tokens = estimate_messages(messages)
+        prompt = ""
+    else:
+        messages = []
+        prompt = _prompt_text(client, release)
+        prompt_tokens = estimate_tokens(prompt)
+    max_tokens = _fit(prompt_tokens, max_tokens, explicit, window)
+    generation = GenerationRequest(
+        api=client.api, model=release.model_name, max_tokens=max_tokens, messages=tuple(messages), prompt=prompt,
+        params=_params(client, release), prompt_tokens_estimate=prompt_tokens,
+    )
+    return Prepared(generation=generation, affinity=affinity_key(prefix_of(messages, prompt)))
