@@ -3,7 +3,7 @@ related fields, and input serializers that reject fields they do not know."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db.models import QuerySet
@@ -81,10 +81,15 @@ class StrictInput(serializers.Serializer):  # type: ignore[type-arg]
     """Input serializer that refuses unknown fields, so a typo ("wieght") is a 400, not silently
     ignored. Subclasses with a `team` field get the caller's only team when it is omitted."""
 
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        # Checked here rather than in validate() so nested inputs (list items) are strict too.
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return dict(super().to_internal_value(data))
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(getattr(self, "initial_data", {}) or {}) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({name: "unknown field" for name in unknown})
         if "team" in self.fields and "team" not in attrs and not self.partial:
             attrs["team"] = self._only_team()
         return attrs
