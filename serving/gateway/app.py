@@ -12,10 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from controlplane.logging import new_request_id
@@ -47,7 +46,10 @@ class RelayResponse(Response):
     """Streams a call's chunks as SSE, noticing a client that leaves while tokens are pending."""
 
     def __init__(self, call: Call, headers: dict[str, str]) -> None:
-        super().__init__(status_code=200, headers={**_SSE_HEADERS, **headers})
+        # No super().__init__: that would add a Content-Length of the (empty) initial body.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {**_SSE_HEADERS, **headers}.items()]
         self.call = call
         self.encoder = StreamEncoder(call.request, call.request_id)
         self.client_gone = False
@@ -242,5 +244,6 @@ routes = [
     Route("/endpoints/{name}", _tgi(stream=False, compat=True), methods=["POST"]),
 ]
 
-# The lifespan is the project router's (controlplane.asgi_router.lifespan_app), which starts the gateway.
-gateway_app = Starlette(routes=routes)
+# A bare Router, not a Starlette app: no middleware stack on the hot path (errors are mapped in
+# each route). The lifespan is the project router's (controlplane.asgi_router.lifespan_app).
+gateway_app = Router(routes=routes)
