@@ -170,6 +170,7 @@ class PromptVersionAdmin(TeamScopedAdmin):
                 variables_schema=obj.variables_schema,
                 commit_message=obj.commit_message,
                 actor=actor_for(request),
+                created_by=request.user,
             ),
         )
 

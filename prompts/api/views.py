@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane.api.base import TeamScopedViewSet
-from controlplane.permissions import actor_for, role_in
+from controlplane.permissions import ApiKeyUser, actor_for, role_in
 from prompts.api.serializers import (
     LabelInput,
     LabelMoveInput,
@@ -116,7 +116,8 @@ class PromptVersionViewSet(
         data = self.input(PromptVersionInput)
         prompt = data.pop("prompt")
         self.authorize_create(prompt.team)
-        version = prompt_version_create(prompt=prompt, actor=actor_for(request), **data)
+        user = None if isinstance(request.user, ApiKeyUser) else request.user
+        version = prompt_version_create(prompt=prompt, actor=actor_for(request), created_by=user, **data)
         return Response(PromptVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=RenderInput, responses=RenderedSerializer)

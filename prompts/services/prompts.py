@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -102,11 +103,11 @@ def prompt_version_create(
     system_message: str = "",
     variables_schema: dict[str, Any] | None = None,
     commit_message: str = "",
+    created_by: AbstractBaseUser | None = None,
 ) -> PromptVersion:
-    """Adds the next version of `prompt` (immutable from then on)."""
+    """Adds the next version of `prompt` (immutable from then on); `created_by`: the console user, if any."""
     schema = {} if variables_schema is None else variables_schema
     validate_version_content(template=template, system_message=system_message, variables_schema=schema)
-    created_by_id = int(actor.id) if actor.type == "user" and actor.id.isdigit() else None
     with transaction.atomic():
         # The prompt row lock serialises numbering: max+1 is only safe while nobody else can add one.
         Prompt.objects.select_for_update().only("pk").get(pk=prompt.pk)
@@ -118,7 +119,7 @@ def prompt_version_create(
             template=template,
             variables_schema=schema,
             commit_message=commit_message[:200],
-            created_by_id=created_by_id,
+            created_by=created_by,
         )
         audit_record(
             actor=actor,
@@ -131,21 +132,20 @@ def prompt_version_create(
 
 
 def _locked_label(prompt: Prompt, label: str, version: PromptVersion) -> tuple[PromptLabel, int | None]:
-    """The label row, locked for this transaction, and the version number it pointed at (None: new)."""
-    row = (
-        PromptLabel.objects.select_for_update()
-        .select_related("version")
-        .filter(prompt=prompt, name=label)
-        .first()
-    )
-    if row is not None:
-        return row, row.version.version
-    try:
-        with transaction.atomic():  # savepoint: losing the race to create it must not abort the move
-            return PromptLabel.objects.create(prompt=prompt, name=label, version=version), None
-    except IntegrityError:
-        row = PromptLabel.objects.select_for_update().select_related("version").get(prompt=prompt, name=label)
-        return row, row.version.version
+    """The label row, locked for this transaction, and the version number it pointed at (None: new).
+
+    The lock query must not join: under READ COMMITTED, a row updated while we waited for its lock
+    is re-checked against the *old* joined row, fails the join and silently drops out of the result.
+    """
+    locked = PromptLabel.objects.select_for_update()
+    row = locked.filter(prompt=prompt, name=label).first()
+    if row is None:
+        try:
+            with transaction.atomic():  # savepoint: losing the race to create it must not abort the move
+                return PromptLabel.objects.create(prompt=prompt, name=label, version=version), None
+        except IntegrityError:
+            row = locked.get(prompt=prompt, name=label)
+    return row, PromptVersion.objects.values_list("version", flat=True).get(pk=row.version_id)
 
 
 def prompt_label_move(*, prompt: Prompt, label: str, version: PromptVersion, actor: Actor) -> PromptLabel:
