@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -64,7 +65,7 @@ def test_concurrent_label_moves_leave_one_pointer_and_one_audit_row_per_move(tea
     assert len(moves) == WORKERS
     assert moves[0].diff["before"] is None
     # Each move starts where the previous one left the label: none was lost or applied twice.
-    for earlier, later in zip(moves, moves[1:], strict=False):
+    for earlier, later in itertools.pairwise(moves):
         assert later.diff["before"]["version"] == earlier.diff["after"]["version"]
     assert labels[0].version.version == moves[-1].diff["after"]["version"]
     assert sorted(m.diff["after"]["version"] for m in moves) == list(range(1, WORKERS + 1))

@@ -1,4 +1,4 @@
-"""Rendering: variables checked against the schema and the template, every problem named; the sandbox holds."""
+"""Rendering: variables checked against schema and template, every problem named; the sandbox holds."""
 
 from __future__ import annotations
 
