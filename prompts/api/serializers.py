@@ -96,7 +96,9 @@ class PromptRenderInput(RenderInput):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
         if ("label" in attrs) == ("version" in attrs):
-            raise serializers.ValidationError({"label": "give either label or version (a number), not both"})
+            raise serializers.ValidationError(
+                {"label": ["give either label or version (a number), not both"]}
+            )
         return attrs
 
 

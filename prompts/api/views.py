@@ -37,7 +37,7 @@ from prompts.services import prompt_create, prompt_label_move, prompt_render, pr
 def _version_of(prompt: Prompt, number: int, field: str = "version") -> PromptVersion:
     version = PromptVersion.objects.select_related("prompt").filter(prompt=prompt, version=number).first()
     if version is None:
-        raise serializers.ValidationError({field: f"prompt {prompt.name!r} has no version {number}"})
+        raise serializers.ValidationError({field: [f"prompt {prompt.name!r} has no version {number}"]})
     return version
 
 
@@ -89,7 +89,7 @@ class PromptViewSet(ReadActionsMixin, mixins.ListModelMixin, mixins.RetrieveMode
         label = prompt.labels.select_related("version__prompt").filter(name=data["label"]).first()
         if label is None:
             raise serializers.ValidationError(
-                {"label": f"prompt {prompt.name!r} has no label {data['label']!r}"}
+                {"label": [f"prompt {prompt.name!r} has no label {data['label']!r}"]}
             )
         return _render_response(label.version, data["variables"])
 
@@ -107,7 +107,7 @@ class PromptVersionViewSet(
         prompt_id = self.request.query_params.get("prompt")
         if prompt_id is not None:
             if not prompt_id.isdigit():
-                raise serializers.ValidationError({"prompt": "must be a prompt id (an integer)"})
+                raise serializers.ValidationError({"prompt": ["must be a prompt id (an integer)"]})
             versions = versions.filter(prompt_id=int(prompt_id))
         return versions.order_by("prompt_id", "-version")
 
@@ -139,7 +139,7 @@ class PromptLabelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamS
         prompt_id = self.request.query_params.get("prompt")
         if prompt_id is not None:
             if not prompt_id.isdigit():
-                raise serializers.ValidationError({"prompt": "must be a prompt id (an integer)"})
+                raise serializers.ValidationError({"prompt": ["must be a prompt id (an integer)"]})
             labels = labels.filter(prompt_id=int(prompt_id))
         return labels.order_by("prompt_id", "name")
 
