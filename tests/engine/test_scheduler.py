@@ -216,3 +216,10 @@ def test_a_failing_forward_pass_fails_the_batch_and_the_scheduler_recovers(demo:
         assert not driver.scheduler.last_step_failed
     finally:
         driver.close()
+
+
+def test_demo_model_matches_transformers_generate(demo: LoadedModel) -> None:
+    ids = demo.tokenizer(PROMPTS["b"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        reference = demo.model.generate(ids, max_new_tokens=20, do_sample=False, eos_token_id=None)
+    assert solo(demo, PROMPTS["b"], 20).token_ids == reference[0, ids.shape[1] :].tolist()
