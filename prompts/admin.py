@@ -75,7 +75,10 @@ class PromptForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def clean_name(self) -> str:
         name = str(self.cleaned_data["name"])
-        check_prompt_name(name)
+        try:
+            check_prompt_name(name)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["name"]) from None  # a field's clean takes plain messages
         return name
 
 
@@ -182,7 +185,10 @@ class PromptLabelForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def clean_name(self) -> str:
         name = str(self.cleaned_data["name"])
-        check_label_name(name)
+        try:
+            check_label_name(name)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["name"]) from None  # a field's clean takes plain messages
         return name
 
     def clean(self) -> dict[str, Any]:
