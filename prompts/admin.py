@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -27,12 +28,13 @@ from prompts.services import (
 
 
 def _writable_teams(request: HttpRequest) -> QuerySet[Team]:
-    user = request.user
+    user: Any = request.user
     if getattr(user, "is_superuser", False):
         return Team.objects.all()
-    return Team.objects.filter(
-        pk__in=Membership.objects.filter(user=user, role__in=WRITE_ROLES).values("team_id")
-    )
+    if not user.is_authenticated:
+        return Team.objects.none()
+    writer = Membership.objects.filter(user=user, role__in=WRITE_ROLES)
+    return Team.objects.filter(pk__in=writer.values("team_id"))
 
 
 class TeamScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -158,9 +160,9 @@ class PromptVersionAdmin(TeamScopedAdmin):
             kwargs["queryset"] = Prompt.objects.filter(team__in=_writable_teams(request))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        base = ["prompt", "system_message", "template", "variables_schema", "commit_message"]
-        return base if obj is None else ["prompt", "version", *base[1:], "created_by", "created_at"]
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        base = ("prompt", "system_message", "template", "variables_schema", "commit_message")
+        return base if obj is None else ("prompt", "version", *base[1:], "created_by", "created_at")
 
     def save_model(self, request: HttpRequest, obj: PromptVersion, form: Any, change: bool) -> None:
         self.save_via_service(
@@ -173,7 +175,7 @@ class PromptVersionAdmin(TeamScopedAdmin):
                 variables_schema=obj.variables_schema,
                 commit_message=obj.commit_message,
                 actor=actor_for(request),
-                created_by=request.user,
+                created_by=request.user if isinstance(request.user, AbstractBaseUser) else None,
             ),
         )
 
@@ -210,8 +212,8 @@ class PromptLabelAdmin(TeamScopedAdmin):
     list_filter = ["name", "prompt__team"]
     search_fields = ["prompt__name", "name"]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["prompt", "name"] if obj is not None else []
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("prompt", "name") if obj is not None else ()
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from datetime import datetime
 from typing import Any
 
@@ -186,6 +186,10 @@ def csv_row(row: dict[str, Any]) -> list[Any]:
     return [_cell(value) for value in values]
 
 
+def _next_block(blocks: Generator[bytes, None, None]) -> bytes | None:
+    return next(blocks, None)
+
+
 class ExportStream:
     """Iterates the export as byte blocks; `rows` counts what has been written so far."""
 
@@ -200,7 +204,7 @@ class ExportStream:
         self.block_bytes = block_bytes
         self.rows = 0
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Generator[bytes, None, None]:
         buffer = io.StringIO()
         writer = csv.writer(buffer) if self.fmt == "csv" else None
         if writer is not None:
@@ -223,9 +227,9 @@ class ExportStream:
         """For ASGI: Django would otherwise read a sync iterator into a list before sending it.
         Each block is produced in the request's own sync thread, where its cursor's connection lives."""
         blocks = iter(self)
-        produce = sync_to_async(next, thread_sensitive=True)
+        produce = sync_to_async(_next_block, thread_sensitive=True)
         try:
-            while (block := await produce(blocks, None)) is not None:
+            while (block := await produce(blocks)) is not None:
                 yield block
         finally:
-            await sync_to_async(blocks.close, thread_sensitive=True)()  # type: ignore[attr-defined]
+            await sync_to_async(blocks.close, thread_sensitive=True)()

@@ -31,7 +31,9 @@ class PromptVersionSerializer(serializers.ModelSerializer):  # type: ignore[type
     created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
         slug_field="username", read_only=True
     )
-    labels = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    labels: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="name", many=True, read_only=True
+    )
 
     class Meta:
         model = PromptVersion
@@ -90,7 +92,7 @@ class RenderInput(StrictInput):
 
 
 class PromptRenderInput(RenderInput):
-    label = serializers.CharField(max_length=50, required=False)
+    label = serializers.CharField(max_length=50, required=False)  # type: ignore[assignment]
     version = serializers.IntegerField(min_value=1, required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
@@ -15,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane.api.base import TeamScopedViewSet
-from controlplane.permissions import ApiKeyUser, actor_for, role_in
+from controlplane.permissions import actor_for, role_in
 from prompts.api.serializers import (
     LabelInput,
     LabelMoveInput,
@@ -116,7 +117,7 @@ class PromptVersionViewSet(
         data = self.input(PromptVersionInput)
         prompt = data.pop("prompt")
         self.authorize_create(prompt.team)
-        user = None if isinstance(request.user, ApiKeyUser) else request.user
+        user = request.user if isinstance(request.user, AbstractBaseUser) else None  # not for API keys
         version = prompt_version_create(prompt=prompt, actor=actor_for(request), created_by=user, **data)
         return Response(PromptVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 

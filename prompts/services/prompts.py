@@ -119,7 +119,7 @@ def prompt_version_create(
             template=template,
             variables_schema=schema,
             commit_message=commit_message[:200],
-            created_by=created_by,
+            created_by_id=created_by.pk if created_by is not None else None,
         )
         audit_record(
             actor=actor,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import sys
 from contextlib import ExitStack
 from typing import Any, BinaryIO
 
@@ -57,6 +56,4 @@ class Command(BaseCommand):
             except OSError as exc:
                 raise CommandError(f"--output: cannot write {path!r} ({exc.strerror})") from None
             return handle.write
-        if self.stdout._out is sys.stdout:
-            return sys.stdout.buffer.write
         return lambda block: self.stdout.write(block.decode(), ending="")

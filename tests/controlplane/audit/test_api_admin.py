@@ -108,7 +108,7 @@ def test_event_list_pages_with_a_cursor_newest_first(owner_client: APIClient, te
 def test_api_jsonl_export_streams_the_teams_events_and_is_audited(
     owner_client: APIClient, owner: Any, team: Any, events: dict[str, int]
 ) -> None:
-    response = owner_client.get("/api/audit/export.jsonl", headers={"X-Request-ID": "req-export-123"})
+    response: Any = owner_client.get("/api/audit/export.jsonl", headers={"X-Request-ID": "req-export-123"})
     assert response.status_code == 200 and response.streaming
     assert response["Content-Type"] == "application/x-ndjson"
     assert "attachment" in response["Content-Disposition"]
@@ -123,7 +123,7 @@ def test_api_jsonl_export_streams_the_teams_events_and_is_audited(
 
 @pytest.mark.django_db
 def test_api_csv_export_honours_filters(owner_client: APIClient, events: dict[str, int]) -> None:
-    response = owner_client.get(
+    response: Any = owner_client.get(
         "/api/audit/export.csv", {"action": "prompt_label.move"}, HTTP_ACCEPT="text/csv"
     )
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
@@ -141,7 +141,7 @@ async def test_export_under_asgi_streams_through_an_async_iterator(
     client = AsyncClient()
     try:
         await client.aforce_login(superuser)
-        response = await client.get("/api/audit/export.jsonl")
+        response: Any = await client.get("/api/audit/export.jsonl")
         assert response.status_code == 200 and response.is_async
         body = b"".join([chunk async for chunk in response.streaming_content])
     finally:
