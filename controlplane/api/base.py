@@ -77,10 +77,10 @@ class TeamField(ScopedRelatedField):
         super().__init__(visible_teams, **kwargs)
 
 
+# Input serializer that refuses unknown fields, so a typo ("wieght") is a 400, not silently
+# ignored. Subclasses with a `team` field get the caller's only team when it is omitted.
+# (A comment, not a docstring: drf-spectacular would copy a docstring into every input schema.)
 class StrictInput(serializers.Serializer):  # type: ignore[type-arg]
-    """Input serializer that refuses unknown fields, so a typo ("wieght") is a 400, not silently
-    ignored. Subclasses with a `team` field get the caller's only team when it is omitted."""
-
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         # Checked here rather than in validate() so nested inputs (list items) are strict too.
         if isinstance(data, Mapping):
