@@ -65,9 +65,16 @@ class Limits:
         return self.rpm is None and self.tpm is None and self.concurrency is None
 
 
+def row_uid(pk: int, created: datetime) -> str:
+    """Names a row in Redis keys: the id plus its creation time, so a database rebuilt with
+    recycled ids never inherits another row's counters."""
+    return f"{pk}.{int(created.timestamp() * 1000)}"
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetView:
     id: int
+    uid: str
     scope: str
     limit_nano: int
     hard: bool
@@ -111,6 +118,7 @@ class ReplicaView:
 @dataclass(frozen=True, slots=True)
 class BackendView:
     id: int
+    uid: str
     name: str
     kind: str
     credential: str = field(repr=False)
@@ -142,6 +150,7 @@ class ReleaseView:
 @dataclass(frozen=True, slots=True)
 class EndpointView:
     id: int
+    uid: str
     name: str
     team_id: int
     config_version: int
@@ -155,6 +164,7 @@ class EndpointView:
 @dataclass(frozen=True, slots=True)
 class TeamView:
     id: int
+    uid: str
     slug: str
     limits: Limits
     budgets: tuple[BudgetView, ...]
@@ -183,7 +193,7 @@ def period_end(period: str, start: datetime) -> datetime | None:
 def _budget_view(budget: Budget) -> BudgetView:
     end = period_end(budget.period, budget.period_start)
     return BudgetView(
-        id=budget.pk, scope=budget.scope, limit_nano=int(budget.limit_usd * NANO), hard=budget.hard,
+        id=budget.pk, uid=row_uid(budget.pk, budget.created_at), scope=budget.scope, limit_nano=int(budget.limit_usd * NANO), hard=budget.hard,
         period_start=budget.period_start.timestamp(), period_start_iso=budget.period_start.isoformat(),
         period_end=_epoch(end),
         spent_nano=int(budget.spent_usd * NANO),
@@ -221,7 +231,7 @@ def load_team(team_id: int) -> TeamView | None:
     limit_row = ScopeLimit.objects.filter(team_id=team_id, endpoint__isnull=True, backend__isnull=True).first()
     endpoints = Endpoint.objects.filter(team_id=team_id).order_by("name").values_list("pk", "name", "created_at")
     return TeamView(
-        id=team.pk, slug=team.slug, limits=_limits(limit_row),
+        id=team.pk, uid=row_uid(team.pk, team.created_at), slug=team.slug, limits=_limits(limit_row),
         budgets=tuple(_budget_view(b) for b in Budget.objects.filter(team_id=team_id, scope="team")),
         endpoints=tuple((pk, name, int(created.timestamp())) for pk, name, created in endpoints),
     )
@@ -234,7 +244,7 @@ def _backend_view(backend: Backend, replicas: list[BackendReplica], limit: Scope
         logger.error("backend credential cannot be decrypted; calling without it", extra={"backend": backend.pk})
         credential = ""
     return BackendView(
-        id=backend.pk, name=backend.name, kind=backend.kind, credential=credential,
+        id=backend.pk, uid=row_uid(backend.pk, backend.created_at), name=backend.name, kind=backend.kind, credential=credential,
         replicas=tuple(ReplicaView(id=r.pk, url=r.url, weight=max(1, r.weight)) for r in replicas if r.enabled),
         max_concurrency=backend.max_concurrency, health_check_interval_s=float(backend.health_check_interval_s),
         circuit_failure_threshold=max(1, backend.circuit_failure_threshold),
@@ -276,7 +286,7 @@ def load_endpoint(team_id: int, name: str) -> EndpointView | None:
     }
     endpoint_limit = next((row for row in limit_rows if row.endpoint_id == endpoint.pk), None)
     return EndpointView(
-        id=endpoint.pk, name=endpoint.name, team_id=team_id, config_version=endpoint.config_version,
+        id=endpoint.pk, uid=row_uid(endpoint.pk, endpoint.created_at), name=endpoint.name, team_id=team_id, config_version=endpoint.config_version,
         created=int(endpoint.created_at.timestamp()),
         traffic=tuple((_release_view(s.release, backends), s.weight) for s in splits),
         fallbacks=tuple(_release_view(f.release, backends) for f in chain),

@@ -87,6 +87,7 @@ class UsageBuffer:
         self.pending: deque[bytes] = deque()
         self.overflowed = 0
         self._last_drain_request = 0.0
+        self._drain_owed = False  # records pushed since the last nudge
         self._last_error_log = 0.0
 
     def add(self, record: dict[str, Any]) -> None:
@@ -101,6 +102,7 @@ class UsageBuffer:
         while True:
             await asyncio.sleep(interval_s)
             await self.flush()
+            await self._request_drain()
 
     async def flush(self) -> None:
         while self.pending:
@@ -112,8 +114,8 @@ class UsageBuffer:
                 return
             for _ in batch:
                 self.pending.popleft()
+            self._drain_owed = True
             metrics.USAGE_BUFFERED.set(len(self.pending))
-            await self._request_drain()
 
     def _log_failure(self) -> None:
         now = time.monotonic()
@@ -122,10 +124,12 @@ class UsageBuffer:
             logger.error("usage records cannot reach Redis: %d buffered in process, retrying", len(self.pending))
 
     async def _request_drain(self) -> None:
+        """At most one nudge a second, and always one after the last push (never left owed)."""
         now = time.monotonic()
-        if now - self._last_drain_request < 1.0:
+        if not self._drain_owed or now - self._last_drain_request < 1.0:
             return
         self._last_drain_request = now
+        self._drain_owed = False
         try:
             await asyncio.to_thread(_send_drain)
         except Exception:  # the beat schedule drains too; a lost nudge only delays

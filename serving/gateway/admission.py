@@ -181,7 +181,7 @@ def _budget_ledger(team_prefix: str, budget: BudgetView, *, amount: int, lease_m
     retry = max(1, math.ceil(budget.period_end - now)) if budget.period_end else None
     return Ledger(
         name=f"{budget.scope} budget #{budget.id}", scope=budget.scope, kind="b", unit="budget",
-        key=f"{team_prefix}:bud:{budget.id}:{start}", limit=budget.limit_nano if budget.hard else -1,
+        key=f"{team_prefix}:bud:{budget.uid}:{start}", limit=budget.limit_nano if budget.hard else -1,
         amount=amount, hold_ms=lease_ms, seed=budget.spent_nano, seed_ttl_s=max(ttl, 0),
         budget_id=budget.id, budget_period_start=budget.period_start_iso, retry_after_s=retry,
     )
@@ -189,10 +189,12 @@ def _budget_ledger(team_prefix: str, budget: BudgetView, *, amount: int, lease_m
 
 @dataclass(frozen=True, slots=True)
 class AdmissionScopes:
-    team_id: int
-    key_id: int | None
-    endpoint_id: int
-    backend_id: int
+    """Who the request counts against; the ids are row uids (catalog.row_uid) or key lookup ids."""
+
+    team: str
+    key: str | None
+    endpoint: str
+    backend: str
     key_limits: Limits
     team_limits: Limits
     endpoint_limits: Limits
@@ -202,13 +204,13 @@ class AdmissionScopes:
 
 def plan(scopes: AdmissionScopes, *, tokens: int, cost_nano: int, lease_ms: int) -> list[Ledger]:
     """Every ledger a request must pass, in a fixed order (key, team, endpoint, backend, budgets)."""
-    team = f"sb:{{t{scopes.team_id}}}"
+    team = f"sb:{{t{scopes.team}}}"
     ledgers: list[Ledger] = []
-    if scopes.key_id is not None:
-        ledgers += _limit_ledgers("key", f"{team}:key:{scopes.key_id}", scopes.key_limits, tokens=tokens, lease_ms=lease_ms)
+    if scopes.key is not None:
+        ledgers += _limit_ledgers("key", f"{team}:key:{scopes.key}", scopes.key_limits, tokens=tokens, lease_ms=lease_ms)
     ledgers += _limit_ledgers("team", f"{team}:team", scopes.team_limits, tokens=tokens, lease_ms=lease_ms)
-    ledgers += _limit_ledgers("endpoint", f"{team}:ep:{scopes.endpoint_id}", scopes.endpoint_limits, tokens=tokens, lease_ms=lease_ms)
-    ledgers += _limit_ledgers("backend", f"{team}:be:{scopes.backend_id}", scopes.backend_limits, tokens=tokens, lease_ms=lease_ms)
+    ledgers += _limit_ledgers("endpoint", f"{team}:ep:{scopes.endpoint}", scopes.endpoint_limits, tokens=tokens, lease_ms=lease_ms)
+    ledgers += _limit_ledgers("backend", f"{team}:be:{scopes.backend}", scopes.backend_limits, tokens=tokens, lease_ms=lease_ms)
     now = time.time()
     ledgers += [_budget_ledger(team, b, amount=cost_nano, lease_ms=lease_ms, now=now) for b in scopes.budgets]
     return ledgers

@@ -111,7 +111,7 @@ class Call:
         )
         lease_ms = int(max(r.backend.total_timeout_s for r, _ in self.candidates) * 1000) + LEASE_SLACK_MS
         scopes = AdmissionScopes(
-            team_id=team.id, key_id=self.principal.key_id, endpoint_id=endpoint.id, backend_id=self.release.backend.id,
+            team=team.uid, key=self.principal.lookup_id or None, endpoint=endpoint.uid, backend=self.release.backend.uid,
             key_limits=self.principal.limits, team_limits=team.limits, endpoint_limits=endpoint.limits,
             backend_limits=self.release.backend.limits,
             budgets=(*self.principal.budgets, *team.budgets, *endpoint.budgets),

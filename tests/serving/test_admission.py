@@ -1,0 +1,87 @@
+"""Budgets and rate limits hold exactly across two web processes (one atomic Redis script per
+request), with 429 + Retry-After + a machine-readable code for the refused ones."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+
+import aiohttp
+import pytest
+
+from controlplane.models import Budget
+from serving.models import UsageRecord
+from tests.conftest import subprocess_env
+from tests.serving.conftest import actor, deploy, wait_for
+from tests.support import WebProcess, spawn_web
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def two_webs(django_db_setup) -> Iterator[list[WebProcess]]:
+    env = subprocess_env()
+    webs = [spawn_web(env), spawn_web(env)]
+    yield webs
+    for web in webs:
+        web.stop()
+
+
+async def _fire(urls: list[str], secret: str, count: int, max_tokens: int) -> list[tuple[int, dict, dict]]:
+    body = {"model": "chat", "messages": [{"role": "user", "content": "go"}], "max_tokens": max_tokens}
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def one(i: int) -> tuple[int, dict, dict]:
+            async with session.post(f"{urls[i % len(urls)]}/v1/chat/completions", json=body, headers=headers) as r:
+                return r.status, await r.json(), dict(r.headers)
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def test_hard_budget_admits_exactly_what_it_can_pay_for_across_two_processes(engine, two_webs, celery_worker_process) -> None:
+    from controlplane.services.budgets import budget_create
+
+    # Output at $1000 per million tokens, input free: 2 tokens cost exactly $0.002 reserved and settled.
+    d = deploy([engine.url], price_in="0", price_out="1000")
+    allowed = 7
+    budget = budget_create(team=d.team, name="tight", scope="team", period="month",
+                           limit_usd=Decimal("0.002") * allowed, actor=actor())
+    results = asyncio.run(_fire([w.url for w in two_webs], d.secret, 100, max_tokens=2))
+    statuses = Counter(status for status, _, _ in results)
+    assert statuses == {200: allowed, 429: 100 - allowed}
+    refused = [(body, headers) for status, body, headers in results if status == 429]
+    assert all(body["error"]["code"] == "budget_exceeded" for body, _ in refused)
+    assert all(int(headers["Retry-After"]) > 0 for _, headers in refused)
+    # The ledger: every request recorded once, and settled spend never above the limit.
+    assert wait_for(lambda: UsageRecord.objects.filter(team_id=d.team.pk).count() == 100)
+    spent = UsageRecord.objects.filter(team_id=d.team.pk, status="ok")
+    total = sum((r.cost_usd for r in spent), Decimal(0))
+    assert spent.count() == allowed
+    assert total <= budget.limit_usd
+    assert wait_for(lambda: Budget.objects.get(pk=budget.pk).spent_usd == total)
+
+
+def test_key_rpm_limit_is_exact_across_two_processes(engine, two_webs) -> None:
+    d = deploy([engine.url], key_kwargs={"rpm_limit": 10})
+    results = asyncio.run(_fire([w.url for w in two_webs], d.secret, 30, max_tokens=1))
+    statuses = Counter(status for status, _, _ in results)
+    assert statuses == {200: 10, 429: 20}
+    refused = [(body, headers) for status, body, headers in results if status == 429]
+    assert {body["error"]["code"] for body, _ in refused} == {"rate_limited"}
+    assert all(1 <= int(headers["Retry-After"]) <= 60 for _, headers in refused)
+    remaining = sorted(int(h["x-ratelimit-remaining-requests"]) for status, _, h in results if status == 200)
+    assert remaining == list(range(10))
+
+
+def test_team_tokens_per_minute_limit_counts_reserved_tokens(engine, two_webs) -> None:
+    from serving.models import ScopeLimit
+
+    d = deploy([engine.url])
+    # Each request reserves its prompt estimate plus max_tokens=20; the estimate of one short
+    # message is 5 tokens, so 25 per request: a TPM of 100 admits exactly four.
+    ScopeLimit.objects.create(team=d.team, tpm_limit=100)
+    results = asyncio.run(_fire([w.url for w in two_webs], d.secret, 12, max_tokens=20))
+    assert Counter(status for status, _, _ in results) == {200: 4, 429: 8}
