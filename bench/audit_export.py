@@ -188,15 +188,16 @@ def main() -> int:
     print("\nresults")
     print(f"  write   {args.events / write_s:>12,.0f} events/s   ({write_s:.1f} s)")
     print(
-        f"  export  {rows / export_s:>12,.0f} rows/s     ({export_s:.1f} s, {rows:,} rows, {size / 1e6:,.0f} MB JSONL,"
-        f" exit {status})"
+        f"  export  {rows / export_s:>12,.0f} rows/s     ({export_s:.1f} s, {rows:,} rows, "
+        f"{size / 1e6:,.0f} MB JSONL, exit {status})"
     )
     print(
         f"  export peak RSS {max(export_peak, export_maxrss) / 2**20:>8,.1f} MiB "
         f"(getrusage {export_maxrss / 2**20:.1f}, sampled {export_peak / 2**20:.1f}; goal < 200 MB)"
     )
     print(
-        f"  verify  {verify_s:>12.1f} s          (exit {verify_status}, peak RSS {verify_peak / 2**20:.1f} MiB)"
+        f"  verify  {verify_s:>12.1f} s          "
+        f"(exit {verify_status}, peak RSS {verify_peak / 2**20:.1f} MiB)"
     )
     if not args.keep:
         from django.db import connections
