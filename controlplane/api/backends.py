@@ -22,6 +22,7 @@ from controlplane.services.backends import (
     backend_test_connection,
     backend_update,
 )
+from controlplane.services.common import MAX_INT32
 
 
 class ReplicaSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -70,13 +71,13 @@ class BackendInput(StrictInput):
         style={"input_type": "password"},
         help_text="API key or token sent as a bearer credential. Write-only; empty removes it.",
     )
-    max_concurrency = serializers.IntegerField(min_value=1, required=False)
-    health_check_interval_s = serializers.IntegerField(min_value=1, required=False)
-    circuit_failure_threshold = serializers.IntegerField(min_value=1, required=False)
-    circuit_cooldown_s = serializers.IntegerField(min_value=1, required=False)
-    connect_timeout_s = serializers.FloatField(min_value=0.01, required=False)
-    first_token_timeout_s = serializers.FloatField(min_value=0.01, required=False)
-    total_timeout_s = serializers.FloatField(min_value=0.01, required=False)
+    max_concurrency = serializers.IntegerField(min_value=1, max_value=MAX_INT32, required=False)
+    health_check_interval_s = serializers.IntegerField(min_value=1, max_value=MAX_INT32, required=False)
+    circuit_failure_threshold = serializers.IntegerField(min_value=1, max_value=MAX_INT32, required=False)
+    circuit_cooldown_s = serializers.IntegerField(min_value=1, max_value=MAX_INT32, required=False)
+    connect_timeout_s = serializers.FloatField(min_value=0.01, max_value=86400, required=False)
+    first_token_timeout_s = serializers.FloatField(min_value=0.01, max_value=86400, required=False)
+    total_timeout_s = serializers.FloatField(min_value=0.01, max_value=86400, required=False)
 
 
 class BackendUpdateInput(BackendInput):

@@ -15,6 +15,7 @@ from controlplane.api.base import ScopedRelatedField, StrictInput, TeamField, Te
 from controlplane.models import ApiKey
 from controlplane.permissions import ApiKeyUser, actor_for, can_administer
 from controlplane.selectors import api_keys_for, endpoints_for
+from controlplane.services.common import MAX_INT32
 from controlplane.services.keys import (
     DEFAULT_ROTATION_GRACE,
     api_key_create,
@@ -22,8 +23,6 @@ from controlplane.services.keys import (
     api_key_rotate,
     api_key_update,
 )
-
-LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "concurrency_limit")
 
 
 class ApiKeySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -70,7 +69,7 @@ class ApiKeyWithSecretSerializer(ApiKeySerializer):
 
 
 def _limit_field() -> serializers.IntegerField:
-    return serializers.IntegerField(min_value=1, allow_null=True, required=False)
+    return serializers.IntegerField(min_value=1, max_value=MAX_INT32, allow_null=True, required=False)
 
 
 class ApiKeyInput(StrictInput):
@@ -89,7 +88,9 @@ class ApiKeyUpdateInput(ApiKeyInput):
 
 
 class RotateInput(StrictInput):
-    grace_seconds = serializers.IntegerField(min_value=0, default=int(DEFAULT_ROTATION_GRACE.total_seconds()))
+    grace_seconds = serializers.IntegerField(
+        min_value=0, max_value=MAX_INT32, default=int(DEFAULT_ROTATION_GRACE.total_seconds())
+    )
 
 
 class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScopedViewSet):

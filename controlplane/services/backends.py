@@ -23,7 +23,7 @@ from controlplane.crypto import CredentialDecryptError, decrypt_credential, encr
 from controlplane.models import Backend, BackendKind, BackendReplica, Team
 from controlplane.selectors import endpoint_ids_using_backend
 from controlplane.services.audit import Actor, audit_record, snapshot
-from controlplane.services.common import unique_as_field_error
+from controlplane.services.common import MAX_INT32, require_name, unique_as_field_error
 from controlplane.services.events import publish_after_commit
 
 # Tunables an operator may set; each must be positive. Ints and floats as on the model.
@@ -94,8 +94,8 @@ def _validate_settings(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ValidationError({"settings": f"unknown setting(s) {unknown}; known: {sorted(SETTING_FIELDS)}"})
     clean: dict[str, Any] = {}
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValidationError({name: "must be a positive number"})
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_INT32:
+            raise ValidationError({name: f"must be a positive number up to {MAX_INT32}"})
         if SETTING_FIELDS[name] is int and int(value) != value:
             raise ValidationError({name: "must be a whole number"})
         clean[name] = SETTING_FIELDS[name](value)
@@ -135,6 +135,7 @@ def backend_create(
     credentials: str = "",
     settings: Mapping[str, Any] | None = None,
 ) -> Backend:
+    name = require_name(name)
     clean_kind = _validate_kind(kind)
     clean_replicas = _validate_replicas(replicas)
     clean_settings = _validate_settings(settings or {})
@@ -169,7 +170,7 @@ def backend_update(
     with transaction.atomic():
         locked = Backend.objects.select_for_update().get(pk=backend.pk)
         before = _audit_view(locked)
-        locked.name = locked.name if name is None else name
+        locked.name = locked.name if name is None else require_name(name)
         if credentials is not None:
             locked.credentials_encrypted = encrypt_credential(credentials)
         for field, value in clean_settings.items():

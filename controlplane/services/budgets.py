@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from controlplane.models import ApiKey, Budget, BudgetPeriod, BudgetScope, Endpoint, Team
 from controlplane.services.audit import Actor, audit_record, snapshot
-from controlplane.services.common import require_team, unique_as_field_error
+from controlplane.services.common import require_name, require_team, unique_as_field_error
 from controlplane.services.events import publish_after_commit
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ AUDITED_FIELDS = [
     "alert_threshold",
     "period_start",
 ]
-MAX_LIMIT = Decimal("100000000")
+MAX_LIMIT = Decimal("99999999")  # the column holds 8 integer digits
 _UNIQUE_NAME = {"budget_unique_team_name": ("name", "this team already has a budget with this name")}
 
 
@@ -114,6 +114,7 @@ def budget_create(
     hard: bool = True,
     alert_threshold: Decimal = Decimal("0.8"),
 ) -> Budget:
+    name = require_name(name)
     _validate_target(team, scope, api_key, endpoint)
     if period not in BudgetPeriod.values:
         raise ValidationError({"period": f"choose one of {BudgetPeriod.values}"})
@@ -157,7 +158,7 @@ def budget_update(
     with transaction.atomic():
         locked = Budget.objects.select_for_update().get(pk=budget.pk)
         before = snapshot(locked, AUDITED_FIELDS)
-        locked.name = locked.name if name is None else name
+        locked.name = locked.name if name is None else require_name(name)
         locked.hard = locked.hard if hard is None else hard
         if limit_usd is not None:
             locked.limit_usd = _decimal(limit_usd, "limit_usd", Decimal(0), MAX_LIMIT)

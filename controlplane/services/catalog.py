@@ -21,7 +21,7 @@ from django.db import transaction
 from controlplane.models import Backend, ModelVersion, Team
 from controlplane.selectors import endpoint_ids_using_model_version
 from controlplane.services.audit import Actor, audit_record, snapshot
-from controlplane.services.common import require_team, unique_as_field_error
+from controlplane.services.common import require_name, require_team, unique_as_field_error
 from controlplane.services.events import publish_after_commit
 
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -53,7 +53,7 @@ MUTABLE_FIELDS = (
 _UNIQUE_NAME = {
     "modelversion_unique_team_name": ("name", "this team already has a model version with this name")
 }
-MAX_PRICE = Decimal("1000000")
+MAX_PRICE = Decimal("999999")  # the column holds 6 integer digits
 
 
 # --- Generation parameters -------------------------------------------------------------------------
@@ -276,6 +276,7 @@ def model_version_create(
     `details` are the mutable fields (tokenizer, served_model_name, context_window, prices,
     default_parameters).
     """
+    name = require_name(name)
     clean = _validate_mutable(team.pk, {"backend": backend, **details})
     pin = _pin(hf_repo_id.strip(), hf_revision, local_path.strip())
     clean.setdefault("served_model_name", pin.get("hf_repo_id", "") or name)

@@ -34,3 +34,25 @@ def require_team(obj: object, team_id: int, field: str, what: str) -> None:
     user in two teams could still mix them up)."""
     if obj is not None and getattr(obj, "team_id", None) != team_id:
         raise ValidationError({field: f"this {what} belongs to another team; choose one of this team's"})
+
+
+MAX_INT32 = 2_147_483_647  # PostgreSQL integer: larger values would fail in the database, as a 500
+
+
+def require_name(name: str, *, field: str = "name", max_length: int = 100) -> str:
+    """Names are what people search and audit logs show: non-blank and within the column."""
+    clean = name.strip()
+    if not clean:
+        raise ValidationError({field: "give a name"})
+    if len(clean) > max_length:
+        raise ValidationError({field: f"at most {max_length} characters"})
+    return clean
+
+
+def require_limit(value: int | None, field: str) -> int | None:
+    """A positive whole number that fits the column, or None for "no limit"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT32:
+        raise ValidationError({field: f"must be a whole number from 1 to {MAX_INT32}, or empty for no limit"})
+    return value

@@ -17,7 +17,7 @@ from django.utils import timezone
 from controlplane.crypto import api_key_digest, new_api_key_secret
 from controlplane.models import ApiKey, Endpoint, KeyScope, Team
 from controlplane.services.audit import Actor, audit_record, snapshot
-from controlplane.services.common import unique_as_field_error
+from controlplane.services.common import require_limit, require_name, unique_as_field_error
 from controlplane.services.events import publish_after_commit
 
 AUDITED_FIELDS = ["name", "scopes", "expires_at", "revoked_at", "rpm_limit", "tpm_limit", "concurrency_limit"]
@@ -79,9 +79,12 @@ def api_key_create(
     created_by_id: int | None = None,
 ) -> tuple[ApiKey, str]:
     """Creates a key and returns it with its secret; the secret is not stored and cannot be shown again."""
+    name = require_name(name)
     clean_scopes = _validate_scopes(scopes)
     endpoint_list = _validate_endpoints(team.pk, endpoints)
     _validate_expiry(expires_at)
+    rpm_limit, tpm_limit = require_limit(rpm_limit, "rpm_limit"), require_limit(tpm_limit, "tpm_limit")
+    concurrency_limit = require_limit(concurrency_limit, "concurrency_limit")
     lookup_id, secret = new_api_key_secret()
     with transaction.atomic():
         with unique_as_field_error(_UNIQUE_NAME):
@@ -123,7 +126,7 @@ def api_key_update(
         locked = ApiKey.objects.select_for_update().get(pk=key.pk)
         before = _audit_view(locked)
         if name is not None:
-            locked.name = name
+            locked.name = require_name(name)
         if scopes is not None:
             locked.scopes = _validate_scopes(scopes)
         if expires_at is not UNSET:
@@ -135,7 +138,7 @@ def api_key_update(
             ("concurrency_limit", concurrency_limit),
         ):
             if value is not UNSET:
-                setattr(locked, field, value)
+                setattr(locked, field, require_limit(value, field))
         with unique_as_field_error(_UNIQUE_NAME):
             locked.save(
                 update_fields=["name", "scopes", "expires_at", "rpm_limit", "tpm_limit", "concurrency_limit"]

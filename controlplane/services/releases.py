@@ -14,7 +14,7 @@ from django.db import transaction
 from controlplane.models import ModelVersion, Release, Team
 from controlplane.services.audit import Actor, audit_record, snapshot
 from controlplane.services.catalog import validate_generation_parameters
-from controlplane.services.common import require_team, unique_as_field_error
+from controlplane.services.common import require_name, require_team, unique_as_field_error
 
 AUDITED_FIELDS = [
     "name",
@@ -52,6 +52,7 @@ def release_create(
     notes: str = "",
     created_by_id: int | None = None,
 ) -> Release:
+    name = require_name(name)
     require_team(model_version, team.pk, "model_version", "model version")
     if prompt_version is not None and prompt_version.prompt.team_id != team.pk:
         raise ValidationError(

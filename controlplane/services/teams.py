@@ -10,7 +10,7 @@ from django.utils.text import slugify
 
 from controlplane.models import Membership, Role, Team
 from controlplane.services.audit import Actor, audit_record, snapshot
-from controlplane.services.common import unique_as_field_error
+from controlplane.services.common import require_name, unique_as_field_error
 
 TEAM_FIELDS = ["name", "slug"]
 MEMBERSHIP_FIELDS = ["user_id", "role"]
@@ -25,6 +25,7 @@ def _team_unique() -> dict[str, tuple[str, str]]:
 
 def team_create(*, name: str, actor: Actor, slug: str = "", owner: Any = None) -> Team:
     """Creates a team; `owner` (a user), when given, becomes its first owner."""
+    name = require_name(name)
     slug = slug or slugify(name)
     if not slug:
         raise ValidationError({"slug": "give a slug of letters, digits, hyphens or underscores"})
@@ -43,7 +44,7 @@ def team_update(*, team: Team, actor: Actor, name: str | None = None, slug: str 
     with transaction.atomic():
         locked = Team.objects.select_for_update().get(pk=team.pk)
         before = snapshot(locked, TEAM_FIELDS)
-        locked.name = locked.name if name is None else name
+        locked.name = locked.name if name is None else require_name(name)
         locked.slug = locked.slug if slug is None else slug
         with unique_as_field_error(_team_unique()):
             locked.save(update_fields=["name", "slug"])

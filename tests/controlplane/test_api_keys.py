@@ -144,6 +144,8 @@ def test_inference_only_key_cannot_use_the_management_api(world):
             "future",
         ),
         ({"name": "x", "scopes": ["inference"], "rpm_limit": 0}, "rpm_limit", ""),
+        ({"name": "x", "scopes": ["inference"], "tpm_limit": 10**12}, "tpm_limit", ""),  # past the column
+        ({"name": "   ", "scopes": ["inference"]}, "name", ""),
         ({"name": "x", "scopes": ["inference"], "wieght": 1}, "wieght", "unknown field"),
     ],
 )
@@ -239,9 +241,11 @@ def test_create_api_key_command_prints_a_working_secret_once(team, world):
         (["--team", "acme", "--name", "x", "--endpoint", "ghost"], "ghost"),
         (["--team", "acme", "--name", "x", "--expires-in", "soon"], "--expires-in"),
         (["--team", "acme", "--name", "x", "--rpm", "0"], "--rpm"),
+        (["--team", "acme", "--name", "x", "--tpm", str(10**12)], "tpm_limit"),
+        (["--team", "acme", "--name", "x" * 101], "at most 100"),
     ],
 )
 def test_create_api_key_command_rejects_bad_arguments_without_a_row(team, args, says):
     with pytest.raises(CommandError, match=says):
         call_command("create_api_key", *args, stdout=io.StringIO(), stderr=io.StringIO())
-    assert not ApiKey.objects.filter(name="x").exists()
+    assert not ApiKey.objects.filter(name__startswith="x").exists()

@@ -170,6 +170,7 @@ def test_key_scoped_budget_is_created_for_the_current_period(owner_client, world
         ({"scope": "key"}, "scope"),  # no api_key
         ({"scope": "team", "endpoint": "ENDPOINT"}, "scope"),
         ({"limit_usd": "-1"}, "limit_usd"),
+        ({"limit_usd": "123456789012"}, "limit_usd"),
         ({"alert_threshold": "1.5"}, "alert_threshold"),
         ({"period": "fortnight"}, "period"),
         ({"scope": "galaxy"}, "scope"),
