@@ -249,3 +249,12 @@ def test_create_api_key_command_rejects_bad_arguments_without_a_row(team, args, 
     with pytest.raises(CommandError, match=says):
         call_command("create_api_key", *args, stdout=io.StringIO(), stderr=io.StringIO())
     assert not ApiKey.objects.filter(name__startswith="x").exists()
+
+
+@pytest.mark.django_db
+def test_using_a_key_records_last_used(owner_client, management_key):
+    key, secret = management_key
+    assert owner_client.get(f"/api/api-keys/{key.pk}/").json()["last_used_at"] is None
+    bearer(secret).get("/api/teams/")
+    detail = owner_client.get(f"/api/api-keys/{key.pk}/").json()
+    assert detail["last_used_at"] is not None and detail["active"] is True
