@@ -46,8 +46,8 @@ def _processes(web_port: int, engine_port: int, data: str) -> dict[str, str]:
             f"{PY} -m uvicorn controlplane.asgi:application --host 127.0.0.1 --port {web_port} "
             "--loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 5"
         ),
-        "worker": f"{PY} -m celery -A controlplane worker --loglevel INFO --concurrency 2 -n worker@%h",
-        "beat": f"{PY} -m celery -A controlplane beat --loglevel INFO -s {shlex.quote(data)}/celerybeat-schedule",
+        "worker": f"{PY} -m celery -A controlplane worker --loglevel WARNING --concurrency 2 -n worker@%h",
+        "beat": f"{PY} -m celery -A controlplane beat --loglevel WARNING -s {shlex.quote(data)}/celerybeat-schedule",
         "engine": (
             f"{PY} -m serving.engine --model default --host 127.0.0.1 --port {engine_port} "
             "--embedding-model default"
@@ -55,16 +55,22 @@ def _processes(web_port: int, engine_port: int, data: str) -> dict[str, str]:
     }
 
 
-def _announce_when_ready(web_port: int, stop: threading.Event) -> None:
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _announce_when_ready(web_port: int, engine_port: int, stop: threading.Event) -> None:
+    """Prints the console address once the web process is ready and the engine has its model loaded."""
     url = f"http://127.0.0.1:{web_port}"
+    probes = [f"{url}/readyz", f"http://127.0.0.1:{engine_port}/health"]
     started = time.monotonic()
     while not stop.wait(0.5):
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except (urllib.error.URLError, OSError):
-            continue
+        if all(_answers(probe) for probe in probes):
+            break
     else:
         return
     took = time.monotonic() - started
@@ -97,7 +103,7 @@ def run_product(stack: EmbeddedStack) -> int:
         for name, command in _processes(web_port, engine_port, str(stack.root)).items():
             manager.add_process(name, command, env=env, cwd=str(REPO_ROOT))
         stop = threading.Event()
-        threading.Thread(target=_announce_when_ready, args=(web_port, stop), daemon=True).start()
+        threading.Thread(target=_announce_when_ready, args=(web_port, engine_port, stop), daemon=True).start()
         manager.loop()
         stop.set()
         return int(manager.returncode or 0)
