@@ -1,9 +1,11 @@
-"""WebSocket routes; serving adds the chat stream."""
+"""WebSocket routes."""
 
 from django.urls import path
 
 from controlplane.consumers import EchoConsumer
+from serving.consumers import ChatConsumer
 
 websocket_urlpatterns = [
     path("ws/echo/", EchoConsumer.as_asgi()),
+    path("ws/chat/", ChatConsumer.as_asgi()),
 ]

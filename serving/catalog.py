@@ -86,7 +86,9 @@ class BudgetView:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    key_id: int
+    """Who calls: an API key, or (WebSocket only) a console user acting for one team."""
+
+    key_id: int | None
     lookup_id: str
     digest: str
     name: str

@@ -76,7 +76,8 @@ class Call:
             )
         self.endpoint = endpoint
         metrics.IN_FLIGHT.labels(endpoint.name).inc()
-        subject = self.request.user or f"key:{self.principal.key_id}"
+        principal = self.principal
+        subject = self.request.user or (f"key:{principal.lookup_id}" if principal.lookup_id else f"user:{principal.name}")
         primary = pick_release(endpoint, subject)
         self.release = primary
         self.prepared = self._prepare(primary)

@@ -1,0 +1,104 @@
+"""WebSocket chat (/ws/chat/) through a real uvicorn web process and a real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from serving.engine.launcher import EngineProcess, spawn_engine
+from serving.models import UsageRecord
+from tests.serving.conftest import ENGINE_ARGS, deploy, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def own_engine() -> Iterator[EngineProcess]:
+    """An engine only this test talks to, so its metrics show this test's generation alone."""
+    with spawn_engine("default", extra_args=ENGINE_ARGS) as process:
+        yield process
+
+
+def _engine_metric(engine: EngineProcess, name: str) -> float:
+    with urllib.request.urlopen(f"{engine.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, flags=re.M)
+    return sum(float(v) for v in values)
+
+
+async def _socket(web_url: str, secret: str | None) -> tuple[aiohttp.ClientSession, Any]:
+    session = aiohttp.ClientSession()
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    ws = await session.ws_connect(f"{web_url.replace('http', 'ws')}/ws/chat/", headers=headers, origin=web_url)
+    return session, ws
+
+
+def test_websocket_streams_tokens_and_a_final_frame_with_usage_and_release(engine, web) -> None:
+    d = deploy([engine.url])
+
+    async def run() -> list[dict]:
+        session, ws = await _socket(web.url, d.secret)
+        await ws.send_json({"type": "request", "id": "a", "model": "chat", "max_tokens": 6,
+                            "messages": [{"role": "user", "content": "hi"}]})
+        frames = []
+        while not frames or frames[-1]["type"] == "token":
+            frames.append(await ws.receive_json(timeout=60))
+        await ws.close()
+        await session.close()
+        return frames
+
+    frames = asyncio.run(run())
+    final = frames[-1]
+    assert [f["type"] for f in frames[:-1]] == ["token"] * (len(frames) - 1) and len(frames) > 1
+    assert final["type"] == "done" and final["finish_reason"] == "length"
+    assert final["usage"]["completion_tokens"] == 6 and final["release"] == "chat-v1"
+    assert float(final["cost_usd"]) > 0
+
+
+def test_websocket_cancel_stops_the_upstream_generation(own_engine, web, celery_worker_process) -> None:
+    d = deploy([own_engine.url])
+    dropped_before = _engine_metric(own_engine, "tgi_request_failure")
+
+    async def run() -> dict:
+        session, ws = await _socket(web.url, d.secret)
+        await ws.send_json({"type": "request", "id": "long", "model": "chat", "max_tokens": 900,
+                            "messages": [{"role": "user", "content": "write a novel"}]})
+        tokens = 0
+        while tokens < 5:
+            frame = await ws.receive_json(timeout=60)
+            tokens += frame["type"] == "token"
+        await ws.send_json({"type": "cancel", "id": "long"})
+        while (frame := await ws.receive_json(timeout=60))["type"] == "token":
+            pass
+        await ws.close()
+        await session.close()
+        return frame
+
+    final = asyncio.run(run())
+    assert final["type"] == "cancelled"
+    assert 5 <= final["usage"]["completion_tokens"] < 900
+    # The engine dropped the request (its client went away) and its batch emptied: it stopped generating.
+    assert wait_for(lambda: _engine_metric(own_engine, "tgi_request_failure") > dropped_before, timeout=10)
+    assert wait_for(lambda: _engine_metric(own_engine, "tgi_batch_current_size") == 0, timeout=10)
+    record = wait_for(lambda: UsageRecord.objects.filter(request_id=final["request_id"]).first())
+    assert record is not None and record.status == "cancelled"
+    assert record.tokens_out == final["usage"]["completion_tokens"]
+
+
+def test_websocket_without_credentials_gets_a_typed_error_and_is_closed(web) -> None:
+    async def run() -> tuple[dict, Any]:
+        session, ws = await _socket(web.url, None)
+        frame = await ws.receive_json(timeout=10)
+        closing = await ws.receive(timeout=10)
+        await session.close()
+        return frame, closing
+
+    frame, closing = asyncio.run(run())
+    assert frame["type"] == "error" and frame["code"] == "invalid_api_key"
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4401
