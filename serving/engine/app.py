@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -89,17 +89,23 @@ class TGIRoutes:
     def _stream_response(self, body: GenerateRequest, *, default_full_text: bool) -> Response:
         self.service.metrics.request_count.inc()
         item = GenerationInput(body.inputs, body.parameters, default_return_full_text=default_full_text)
-        headers = {"x-compute-type": "cpu", "x-compute-characters": str(len(body.inputs)), "x-accel-buffering": "no"}
+        headers = {
+            "x-compute-type": "cpu",
+            "x-compute-characters": str(len(body.inputs)),
+            "x-accel-buffering": "no",
+        }
         return EventStreamResponse(self._stream_events(item), headers=headers)
 
-    async def _stream_events(self, item: GenerationInput) -> AsyncIterator[bytes]:
+    async def _stream_events(self, item: GenerationInput) -> AsyncGenerator[bytes, None]:
         """SSE bytes for /generate_stream; every failure is an event in the 200 stream."""
         p = item.parameters
         try:
             if p.best_of is not None and p.best_of != 1:
                 raise flow.validation_error("`best_of` != 1 is not supported when streaming tokens")
             if p.decoder_input_details:
-                raise flow.validation_error("`decoder_input_details` == true is not supported when streaming tokens")
+                raise flow.validation_error(
+                    "`decoder_input_details` == true is not supported when streaming tokens"
+                )
             permit = flow.acquire(self.service)
         except EngineError as exc:
             if exc.error_type == "validation":
@@ -119,7 +125,9 @@ class TGIRoutes:
                         index += 1
                         final = event if isinstance(event, FinalEvent) else None
                         yield sse_event(
-                            payloads.stream_token_json(index, event.token, event.top_tokens, timed.validated, final)
+                            payloads.stream_token_json(
+                                index, event.token, event.top_tokens, timed.validated, final
+                            )
                         )
         except EngineError as exc:
             yield sse_event(exc.body())
@@ -144,7 +152,12 @@ class TGIRoutes:
         for token_id, (start, stop) in zip(ids, offsets, strict=True):
             b_start, b_stop = byte_at[start], byte_at[stop]
             out.append(
-                {"id": token_id, "text": raw[b_start:b_stop].decode(errors="replace"), "start": b_start, "stop": b_stop}
+                {
+                    "id": token_id,
+                    "text": raw[b_start:b_stop].decode(errors="replace"),
+                    "start": b_start,
+                    "stop": b_stop,
+                }
             )
         return out
 
@@ -230,7 +243,7 @@ def create_app(service: EngineService, embedder: Embedder | None = None) -> Star
         routes += EmbeddingRoutes(embedder).routes()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncGenerator[None, None]:
         service.start()
         try:
             yield
@@ -238,4 +251,3 @@ def create_app(service: EngineService, embedder: Embedder | None = None) -> Star
             service.stop()
 
     return Starlette(routes=routes, lifespan=lifespan)
-

@@ -14,9 +14,11 @@ head_dim]`); the model itself always runs through transformers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 
 
 @dataclass
@@ -88,11 +90,13 @@ def concatenate(left: PaddedBatch, right: PaddedBatch) -> PaddedBatch:
     """Merge two batches into one, left-padding the shorter one's cache and mask."""
     width = max(left.length, right.length)
     cache = DynamicCache()
-    for layer_idx, (a, b) in enumerate(zip(left.cache.layers, right.cache.layers, strict=True)):
+    for layer_idx, (a, b) in enumerate(zip(kv_layers(left.cache), kv_layers(right.cache), strict=True)):
         keys = torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)], dim=0)
         values = torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)], dim=0)
         cache.update(keys, values, layer_idx)
-    mask = torch.cat([_left_pad_mask(left.attention_mask, width), _left_pad_mask(right.attention_mask, width)])
+    mask = torch.cat(
+        [_left_pad_mask(left.attention_mask, width), _left_pad_mask(right.attention_mask, width)]
+    )
     return PaddedBatch(
         cache=cache,
         attention_mask=mask,
@@ -109,7 +113,7 @@ def select(batch: PaddedBatch, keep: list[int]) -> PaddedBatch:
     # what frees the memory of long sequences that have left.
     live_columns = mask.any(dim=0).nonzero()
     start = int(live_columns[0]) if live_columns.numel() else mask.shape[1]
-    for layer in batch.cache.layers:
+    for layer in kv_layers(batch.cache):
         layer.keys = layer.keys.index_select(0, index)[:, :, start:, :]
         layer.values = layer.values.index_select(0, index)[:, :, start:, :]
     return PaddedBatch(
@@ -120,13 +124,33 @@ def select(batch: PaddedBatch, keep: list[int]) -> PaddedBatch:
     )
 
 
+class KVLayer(Protocol):
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def kv_layers(cache: DynamicCache) -> list[KVLayer]:
+    """The cache's layers as plain key/value holders.
+
+    A `DynamicCache()` built without a config holds only full-attention `DynamicLayer`s, whose
+    tensors exist once the first forward pass has run; this checks both before the tensors are
+    edited in place.
+    """
+    layers = []
+    for layer in cache.layers:
+        if not isinstance(layer, DynamicLayer) or layer.keys is None or layer.values is None:
+            raise TypeError(f"unsupported cache layer {type(layer).__name__}")
+        layers.append(cast(KVLayer, layer))
+    return layers
+
+
 def _zero_padding(cache: DynamicCache, mask: torch.Tensor) -> None:
     # Keys/values computed at padding positions are never attended to, but a NaN there would
     # still poison the attention output (0 * NaN = NaN), so they are set to exact zeros.
     pad = (mask == 0)[:, None, :, None]
     if not bool(pad.any()):
         return
-    for layer in cache.layers:
+    for layer in kv_layers(cache):
         layer.keys = layer.keys.masked_fill(pad, 0.0)
         layer.values = layer.values.masked_fill(pad, 0.0)
 

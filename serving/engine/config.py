@@ -36,7 +36,9 @@ class EngineConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.engine", description="TGI-compatible inference engine.")
+    p = argparse.ArgumentParser(
+        prog="python -m serving.engine", description="TGI-compatible inference engine."
+    )
     p.add_argument("--model", default="default", help="local model folder, or 'default' for the demo model")
     p.add_argument("--model-id", default=None, help="name reported in /info and responses")
     p.add_argument("--host", default="127.0.0.1")
@@ -101,5 +103,5 @@ def check_config(c: EngineConfig, model_max_positions: int | None) -> None:
         raise ConfigError(f"`max_total_tokens` must be <= the model's {model_max_positions} positions")
     if c.max_concurrent_requests < 1:
         raise ConfigError("`max_concurrent_requests` must be >= 1")
-    if not 0.0 <= c.waiting_served_ratio:
+    if not c.waiting_served_ratio >= 0.0:
         raise ConfigError("`waiting_served_ratio` must be >= 0")

@@ -54,7 +54,7 @@ water fire earth air stone wood metal glass river mountain forest ocean island v
 walk run jump swim fly drive ride read write speak listen think know learn teach build make
 give take bring send receive keep hold move turn change grow fall rise show hide find lose
 quickly slowly carefully easily clearly simply really very quite almost always never often
-""".split()
+""".split()  # noqa: SIM905 (a word list reads better as text)
 
 _PUNCTUATION = (".", ",", "!", "?", ";", ":", " -", "...")
 

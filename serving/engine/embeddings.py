@@ -98,12 +98,9 @@ class Embedder:
         for i, row in enumerate(ids):
             if len(row) > MAX_TOKENS:
                 if not truncate:
-                    raise EngineError(
-                        422,
-                        f"Input validation error: `inputs` must have less than {MAX_TOKENS} tokens. Given: {len(row)}",
-                        "Validation",
-                    )
-                ids[i] = row[: MAX_TOKENS - 1] + [row[-1]]  # keep [SEP] at the end
+                    message = f"`inputs` must have less than {MAX_TOKENS} tokens. Given: {len(row)}"
+                    raise EngineError(422, f"Input validation error: {message}", "Validation")
+                ids[i] = [*row[: MAX_TOKENS - 1], row[-1]]  # keep [SEP] at the end
         return Embeddings(self._forward(ids, normalize), [len(r) for r in ids])
 
     def _forward(self, ids: list[list[int]], normalize: bool) -> list[list[float]]:

@@ -7,19 +7,17 @@ permits and map errors identically.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.engine.http import BodyRejected, ClientGone, error_response
-
 from serving.engine.params import ErrorEvent, Event, FinalEvent
 from serving.engine.schemas import GenerateParameters
 from serving.engine.service import EngineService, Overloaded, Permit, Timed
 from serving.engine.validation import ValidationFailure
-
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -86,7 +84,7 @@ async def generate(service: EngineService, item: GenerationInput) -> tuple[Timed
     return timed, result
 
 
-async def stream(service: EngineService, timed: Timed) -> AsyncIterator[Event | None]:
+async def stream(service: EngineService, timed: Timed) -> AsyncGenerator[Event | None, None]:
     """Token events, closed (and so cancelled) however the consumer stops."""
     async with contextlib.aclosing(service.events(timed)) as events:
         async for event in events:

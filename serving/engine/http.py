@@ -70,7 +70,9 @@ def _data_message(exc: PydanticValidationError) -> str:
     return f"{location}: {first['msg']}" if location else str(first["msg"])
 
 
-def error_response(status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+) -> Response:
     return json_response({"error": message, "error_type": error_type}, status=status, headers=headers)
 
 

@@ -41,6 +41,9 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
+    def render(self) -> list[str]:
+        raise NotImplementedError
+
 
 class Counter(_Metric):
     kind = "counter"
@@ -149,7 +152,9 @@ class EngineMetrics:
             "tgi_batch_current_max_tokens", "Worst-case tokens the running batch can grow to"
         )
         self.batch_max_total_tokens = Gauge("tgi_batch_max_total_tokens", "Token budget of a batch")
-        self.batch_next_size = Histogram("tgi_batch_next_size", "Size of each new batch", tuple(float(i) for i in range(1, 1025)))
+        self.batch_next_size = Histogram(
+            "tgi_batch_next_size", "Size of each new batch", tuple(float(i) for i in range(1, 1025))
+        )
         self.batch_inference_count = Counter("tgi_batch_inference_count", "Forward passes")
         self.batch_inference_success = Counter("tgi_batch_inference_success", "Successful forward passes")
         self.batch_inference_failure = Counter("tgi_batch_inference_failure", "Failed forward passes")
@@ -157,7 +162,9 @@ class EngineMetrics:
             "tgi_batch_inference_duration", "Forward pass plus token choice (s)", d
         )
         self.batch_forward_duration = Histogram("tgi_batch_forward_duration", "Model forward pass (s)", d)
-        self.batch_decode_duration = Histogram("tgi_batch_decode_duration", "Token choice and detokenising (s)", d)
+        self.batch_decode_duration = Histogram(
+            "tgi_batch_decode_duration", "Token choice and detokenising (s)", d
+        )
         self.batch_filter_duration = Histogram("tgi_batch_filter_duration", "Dropping finished rows (s)", d)
         self.batch_concat = Counter("tgi_batch_concat", "Times new requests joined the running batch")
         self.batch_concat_duration = Histogram("tgi_batch_concat_duration", "Merging KV caches (s)", d)

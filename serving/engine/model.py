@@ -39,7 +39,9 @@ def resolve_model_path(model: str) -> Path:
         return ensure_default_model()
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a model folder (no config.json); weights are never downloaded")
+        raise FileNotFoundError(
+            f"{path} is not a model folder (no config.json); weights are never downloaded"
+        )
     return path
 
 
@@ -59,7 +61,9 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_model(model: str, *, device: str = "auto", dtype: str = "auto", model_id: str | None = None) -> LoadedModel:
+def load_model(
+    model: str, *, device: str = "auto", dtype: str = "auto", model_id: str | None = None
+) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -68,7 +72,7 @@ def load_model(model: str, *, device: str = "auto", dtype: str = "auto", model_i
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    network = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    network: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
     network = network.to(torch_device).eval()
     demo = is_demo_model(path)
     return LoadedModel(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +101,7 @@ class OpenAIRoutes:
             self.service.metrics.request_failure.inc(err="template")
             raise EngineError(422, f"Template error: {exc}", "template_error") from exc
 
-    async def _chat_events(self, plan: ChatPlan) -> AsyncIterator[bytes]:
+    async def _chat_events(self, plan: ChatPlan) -> AsyncGenerator[bytes, None]:
         try:
             permit = flow.acquire(self.service)
         except EngineError as exc:
@@ -119,12 +119,16 @@ class OpenAIRoutes:
                     else:
                         final = event if isinstance(event, FinalEvent) else None
                         yield sse_event(
-                            payloads.chat_chunk_json(plan.model, event.token, event.top_tokens, final, plan.logprobs)
+                            payloads.chat_chunk_json(
+                                plan.model, event.token, event.top_tokens, final, plan.logprobs
+                            )
                         )
                         if final is not None and plan.include_usage:
                             prompt_tokens = timed.validated.request.input_length
                             yield sse_event(
-                                payloads.chat_usage_chunk_json(plan.model, prompt_tokens, final.generated_tokens)
+                                payloads.chat_usage_chunk_json(
+                                    plan.model, prompt_tokens, final.generated_tokens
+                                )
                             )
         except EngineError as exc:
             yield sse_event(payloads.openai_stream_error(exc.message))
@@ -141,7 +145,9 @@ class OpenAIRoutes:
         model = body.model if body.model and body.model != "tgi" else self.service.model_id
         items = [GenerationInput(p, completion_parameters(body)) for p in prompts]
         if body.stream:
-            return EventStreamResponse(self._completion_events(items, model), headers={"x-compute-type": "cpu"})
+            return EventStreamResponse(
+                self._completion_events(items, model), headers={"x-compute-type": "cpu"}
+            )
         permit = flow.acquire(self.service, len(items))
         try:
             work = asyncio.ensure_future(asyncio.gather(*(flow.generate(self.service, i) for i in items)))
@@ -155,15 +161,21 @@ class OpenAIRoutes:
         if body.suffix is not None:
             self.service.metrics.request_failure.inc(err="validation")
             raise EngineError(
-                422, "Suffix is not supported and can be achieved by preprocessing the prompt.", "suffix not supported"
+                422,
+                "Suffix is not supported and can be achieved by preprocessing the prompt.",
+                "suffix not supported",
             )
         if len(prompts) > limit:
             self.service.metrics.request_failure.inc(err="validation")
             raise EngineError(
-                422, f"Number of prompts exceeds the maximum allowed batch size of {limit}", "batch size exceeded"
+                422,
+                f"Number of prompts exceeds the maximum allowed batch size of {limit}",
+                "batch size exceeded",
             )
 
-    async def _completion_events(self, items: list[GenerationInput], model: str) -> AsyncIterator[bytes]:
+    async def _completion_events(
+        self, items: list[GenerationInput], model: str
+    ) -> AsyncGenerator[bytes, None]:
         try:
             permit = flow.acquire(self.service, len(items))
         except EngineError as exc:
@@ -179,7 +191,9 @@ class OpenAIRoutes:
             permit.release()
         yield SSE_DONE
 
-    async def _one_completion_stream(self, index: int, item: GenerationInput, model: str) -> AsyncIterator[bytes]:
+    async def _one_completion_stream(
+        self, index: int, item: GenerationInput, model: str
+    ) -> AsyncGenerator[bytes, None]:
         try:
             timed = await flow.validate(self.service, item)
             async with contextlib.aclosing(flow.stream(self.service, timed)) as events:
@@ -213,7 +227,7 @@ def _completion_response(model: str, results: list[tuple[Timed, FinalEvent]]) ->
     return payloads.completion_json(model, choices, payloads.usage_json(prompt_tokens, completion_tokens))
 
 
-async def _merge(streams: list[AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
+async def _merge(streams: Sequence[AsyncIterator[bytes]]) -> AsyncGenerator[bytes, None]:
     """Interleave several streams in arrival order (one per prompt); closing it closes them all."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
@@ -266,7 +280,9 @@ def chat_parameters(body: ChatRequest) -> GenerateParameters:
         stop=_stops(body.stop),
         top_n_tokens=body.top_logprobs if body.logprobs else None,
         details=True,
-        grammar=Grammar(type="json", value=body.response_format) if body.response_format is not None else None,
+        grammar=Grammar(type="json", value=body.response_format)
+        if body.response_format is not None
+        else None,
     )
 
 

@@ -7,12 +7,12 @@ another thread, so nothing here may change after construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     LENGTH = "length"
-    EOS_TOKEN = "eos_token"
+    EOS_TOKEN = "eos_token"  # noqa: S105 (a finish reason, not a password)
     STOP_SEQUENCE = "stop_sequence"
 
 

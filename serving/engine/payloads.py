@@ -62,7 +62,9 @@ def stream_token_json(
     return body
 
 
-def timing_headers(validated: ValidatedGenerate, final: FinalEvent, arrived: float, queued: float) -> dict[str, str]:
+def timing_headers(
+    validated: ValidatedGenerate, final: FinalEvent, arrived: float, queued: float
+) -> dict[str, str]:
     """TGI's x-* headers: x-compute-time in seconds, the others in milliseconds."""
     now = time.time()
     inference = final.finished_at - final.started_at

@@ -13,6 +13,7 @@ so the loop wakes once per step rather than once per token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -154,7 +155,8 @@ class Scheduler:
         batch = self._batch
         kv_bytes = 0
         if batch is not None:
-            kv_bytes = sum(t.numel() * t.element_size() for layer in batch.cache.layers for t in (layer.keys, layer.values))
+            layers = padded.kv_layers(batch.cache)
+            kv_bytes = sum(int(t.numel() * t.element_size()) for x in layers for t in (x.keys, x.values))
         return BatchSnapshot(
             size=batch.size if batch else 0,
             length=batch.length if batch else 0,
@@ -208,7 +210,9 @@ class Scheduler:
     def _maybe_join(self) -> None:
         assert self._batch is not None
         waited_enough = self._waiting_steps >= self.limits.max_waiting_tokens
-        min_size = None if waited_enough else math.floor(len(self._running) * self.limits.waiting_served_ratio)
+        min_size = (
+            None if waited_enough else math.floor(len(self._running) * self.limits.waiting_served_ratio)
+        )
         entries = self._take(min_size=min_size)
         if not entries:
             return
@@ -359,7 +363,9 @@ class Scheduler:
     # ----- per-sequence bookkeeping ---------------------------------------------------------
     def _new_sequence(self, entry: _Entry, now: float) -> _Sequence:
         request = entry.request
-        sampler = RowSampler.create(request.sampling, request.input_ids, self.loaded.vocab_size, self.loaded.device)
+        sampler = RowSampler.create(
+            request.sampling, request.input_ids, self.loaded.vocab_size, self.loaded.device
+        )
         length = request.input_length
         return _Sequence(
             entry=entry,
@@ -399,7 +405,9 @@ class Scheduler:
             return FinishReason.STOP_SEQUENCE
         return None
 
-    def _final(self, seq: _Sequence, token: Token, top: tuple[Token, ...], finish: FinishReason) -> FinalEvent:
+    def _final(
+        self, seq: _Sequence, token: Token, top: tuple[Token, ...], finish: FinishReason
+    ) -> FinalEvent:
         sampling = seq.entry.request.sampling
         generated_ids = [t.id for t in seq.tokens]
         return FinalEvent(
@@ -477,10 +485,9 @@ def _deliver(deliveries: list[tuple[RequestHandle, Event]]) -> None:
         if not handle.cancelled:
             by_loop.setdefault(handle.loop, []).append((handle, event))
     for loop, items in by_loop.items():
-        try:
+        # A closed loop (shutdown) raises RuntimeError; nobody is listening any more then.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_put_all, items)
-        except RuntimeError:  # the loop has closed (shutdown); nobody is listening any more
-            pass
 
 
 def _put_all(items: list[tuple[RequestHandle, Event]]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -75,7 +75,9 @@ class EngineService:
             self.metrics,
         )
         self.in_flight = 0  # only touched on the event loop, so no lock
-        self._validation_pool = ThreadPoolExecutor(config.validation_workers, thread_name_prefix="engine-validate")
+        self._validation_pool = ThreadPoolExecutor(
+            config.validation_workers, thread_name_prefix="engine-validate"
+        )
 
     def start(self) -> None:
         self.scheduler.start()
@@ -117,7 +119,7 @@ class EngineService:
         self.metrics.max_new_tokens.observe(validated.request.stopping.max_new_tokens)
         return Timed(validated, arrived, time.time())
 
-    async def events(self, timed: Timed) -> AsyncIterator[Event | None]:
+    async def events(self, timed: Timed) -> AsyncGenerator[Event | None, None]:
         """The request's events until it ends; `None` marks 15 s of silence (SSE keep-alive).
 
         Leaving the iteration early (client gone, task cancelled) cancels the request, and the

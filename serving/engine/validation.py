@@ -68,7 +68,9 @@ def validate_parameters(p: GenerateParameters, limits: ValidationLimits) -> None
         raise ValidationFailure("`seed` must not be set when `best_of` > 1")
     top_n = p.top_n_tokens or 0
     if top_n > limits.max_top_n_tokens:
-        raise ValidationFailure(f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {top_n}")
+        raise ValidationFailure(
+            f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {top_n}"
+        )
 
 
 def validate_generate(
@@ -84,8 +86,9 @@ def validate_generate(
     if not inputs:
         raise ValidationFailure("`inputs` cannot be empty")
     if p.truncate is not None and not 0 < p.truncate <= limits.max_input_tokens:
+        limit = limits.max_input_tokens
         raise ValidationFailure(
-            f"`truncate` must be strictly positive and less than {limits.max_input_tokens}. Given: {p.truncate}"
+            f"`truncate` must be strictly positive and less than {limit}. Given: {p.truncate}"
         )
     input_ids = tokenize(tokenizer, inputs, add_special_tokens=add_special_tokens)
     if p.truncate is not None:

@@ -17,7 +17,14 @@ def engine() -> Iterator[EngineProcess]:
     """The demo model with embeddings, roomy limits: the engine most tests talk to."""
     with spawn_engine(
         "default",
-        extra_args=["--embedding-model", "default", "--max-concurrent-requests", "64", "--max-total-tokens", "1024"],
+        extra_args=[
+            "--embedding-model",
+            "default",
+            "--max-concurrent-requests",
+            "64",
+            "--max-total-tokens",
+            "1024",
+        ],
     ) as process:
         yield process
 
@@ -25,7 +32,9 @@ def engine() -> Iterator[EngineProcess]:
 @pytest.fixture(scope="session")
 def small_engine() -> Iterator[EngineProcess]:
     """Two permits only, for overload and cancellation tests that must own the whole engine."""
-    with spawn_engine("default", extra_args=["--max-concurrent-requests", "2", "--max-total-tokens", "1024"]) as process:
+    with spawn_engine(
+        "default", extra_args=["--max-concurrent-requests", "2", "--max-total-tokens", "1024"]
+    ) as process:
         yield process
 
 

@@ -66,7 +66,10 @@ class Driver:
         self.metrics = EngineMetrics(max_input_tokens=2047, max_total_tokens=2048)
         self.scheduler = Scheduler(
             loaded,
-            limits or BatchLimits(max_batch_total_tokens=16000, max_batch_prefill_tokens=4096, waiting_served_ratio=0.0),
+            limits
+            or BatchLimits(
+                max_batch_total_tokens=16000, max_batch_prefill_tokens=4096, waiting_served_ratio=0.0
+            ),
             self.metrics,
         )
         self.handles: dict[str, RequestHandle] = {}
@@ -95,7 +98,9 @@ class Driver:
                 outcome.last_step = self.step_count
         self.snapshots.append(self.scheduler.snapshot())
 
-    def run(self, arrivals: dict[int, list[tuple[str, GenerationRequest]]], max_steps: int = 2000) -> dict[str, Outcome]:
+    def run(
+        self, arrivals: dict[int, list[tuple[str, GenerationRequest]]], max_steps: int = 2000
+    ) -> dict[str, Outcome]:
         """Submit each arrival before the given step, then step until every request is done."""
         for _ in range(max_steps):
             for name, request in arrivals.get(self.step_count, []):

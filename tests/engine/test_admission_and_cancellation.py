@@ -55,7 +55,9 @@ async def test_stream_disconnect_frees_batch_row_and_permit(
     await wait_for_metric(url, "tgi_batch_current_size", 1)
     assert await metric_async(url, "tgi_request_failure", 'err="dropped"') == dropped + 1
     # Its permit is back: a new request fits beside the one still streaming.
-    async with session.post(url + "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 3}}) as r:
+    async with session.post(
+        url + "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 3}}
+    ) as r:
         assert r.status == 200
         assert (await r.json())["generated_text"]
     first.close()
@@ -83,7 +85,9 @@ async def test_overload_answers_429_at_once_while_permits_are_held(
     url = small_engine.url
     overloaded = await metric_async(url, "tgi_request_failure", 'err="overloaded"')
     holders = [await open_stream(session, url) for _ in range(2)]
-    async with session.post(url + "/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 2}}) as r:
+    async with session.post(
+        url + "/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 2}}
+    ) as r:
         assert r.status == 429
         assert await r.json() == {"error": "Model is overloaded", "error_type": "overloaded"}
     async with session.post(url + "/generate_stream", json={"inputs": "x", "parameters": {}}) as r:

@@ -33,8 +33,14 @@ def tiny_config(family: str, vocab: int) -> Any:
     common = {"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
     if family == "gpt2":
         return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common)
-    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "max_position_embeddings": 512}
+    shape = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+    }
     if family == "mistral":
         return MistralConfig(sliding_window=8, **shape, **common)
     return Qwen2Config(**shape, **common)
@@ -66,7 +72,10 @@ def family_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def run(loaded: LoadedModel, arrivals: dict[int, list[tuple[str, str, int]]]) -> dict[str, Outcome]:
     driver = Driver(loaded)
     try:
-        plan = {s: [(n, make_request(loaded, PROMPTS[p], k)) for n, p, k in items] for s, items in arrivals.items()}
+        plan = {
+            s: [(n, make_request(loaded, PROMPTS[p], k)) for n, p, k in items]
+            for s, items in arrivals.items()
+        }
         return driver.run(plan)
     finally:
         driver.close()

@@ -78,7 +78,9 @@ async def solo(session: aiohttp.ClientSession, url: str, inputs: str, **params: 
 
 async def test_all_at_once_matches_solo_runs(session: aiohttp.ClientSession, engine_url: str) -> None:
     alone = [await solo(session, engine_url, p, max_new_tokens=24) for p in PROMPTS]
-    together = await asyncio.gather(*(stream_generate(session, engine_url, p, max_new_tokens=24) for p in PROMPTS))
+    together = await asyncio.gather(
+        *(stream_generate(session, engine_url, p, max_new_tokens=24) for p in PROMPTS)
+    )
     assert [s.ids for s in together] == alone
     first_finish = min(s.last_at for s in together)
     assert sum(s.first_at < first_finish for s in together) >= 2, "streams must overlap"
@@ -95,10 +97,13 @@ async def test_requests_joining_while_others_decode_match_solo_runs(
     )
     started = asyncio.Event()
     early_tasks = [
-        asyncio.create_task(stream_generate(session, engine_url, p, started, max_new_tokens=60)) for p in early
+        asyncio.create_task(stream_generate(session, engine_url, p, started, max_new_tokens=60))
+        for p in early
     ]
     await started.wait()  # the early batch is decoding
-    late_streams = await asyncio.gather(*(stream_generate(session, engine_url, p, max_new_tokens=20) for p in late))
+    late_streams = await asyncio.gather(
+        *(stream_generate(session, engine_url, p, max_new_tokens=20) for p in late)
+    )
     early_streams = await asyncio.gather(*early_tasks)
     assert [s.ids for s in early_streams] == alone_early
     assert [s.ids for s in late_streams] == alone_late
@@ -110,12 +115,17 @@ async def test_requests_joining_while_others_decode_match_solo_runs(
     assert concat_after > concat_before
 
 
-async def test_long_prompt_joining_short_ones_matches_solo_runs(session: aiohttp.ClientSession, engine_url: str) -> None:
+async def test_long_prompt_joining_short_ones_matches_solo_runs(
+    session: aiohttp.ClientSession, engine_url: str
+) -> None:
     short = PROMPTS[:4]
     alone_short = [await solo(session, engine_url, p, max_new_tokens=50) for p in short]
     alone_long = await solo(session, engine_url, LONG_PROMPT, max_new_tokens=15)
     started = asyncio.Event()
-    tasks = [asyncio.create_task(stream_generate(session, engine_url, p, started, max_new_tokens=50)) for p in short]
+    tasks = [
+        asyncio.create_task(stream_generate(session, engine_url, p, started, max_new_tokens=50))
+        for p in short
+    ]
     await started.wait()
     long_stream = await stream_generate(session, engine_url, LONG_PROMPT, max_new_tokens=15)
     short_streams = await asyncio.gather(*tasks)
@@ -124,7 +134,9 @@ async def test_long_prompt_joining_short_ones_matches_solo_runs(session: aiohttp
     assert long_stream.last_at < max(s.last_at for s in short_streams)
 
 
-async def test_seeded_sampling_matches_alone_and_batched(session: aiohttp.ClientSession, engine_url: str) -> None:
+async def test_seeded_sampling_matches_alone_and_batched(
+    session: aiohttp.ClientSession, engine_url: str
+) -> None:
     params = {"max_new_tokens": 16, "do_sample": True, "seed": 2026, "temperature": 0.8, "top_p": 0.9}
     alone = await solo(session, engine_url, PROMPTS[0], **params)
     together = await asyncio.gather(

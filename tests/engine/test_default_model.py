@@ -38,7 +38,13 @@ def test_two_builds_in_separate_processes_are_byte_identical(tmp_path: Path) -> 
         assert process.returncode == 0, output.decode()
     digests = folder_digests(first)
     assert digests == folder_digests(second)
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", MANIFEST_NAME} <= set(digests)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        MANIFEST_NAME,
+    } <= set(digests)
     for name, expected in PINNED.items():
         assert digests[name] == expected, f"{name} differs from the pinned build"
 

@@ -65,7 +65,9 @@ def test_generate_stream_sse_framing_and_headers(engine_url: str) -> None:
 
 
 def test_generate_details_and_timing_headers(engine_url: str) -> None:
-    response = post(engine_url, "/generate", {"inputs": "Hello", "parameters": {"max_new_tokens": 5, "details": True}})
+    response = post(
+        engine_url, "/generate", {"inputs": "Hello", "parameters": {"max_new_tokens": 5, "details": True}}
+    )
     body = response.json()
     assert set(body["details"]) == {"finish_reason", "generated_tokens", "seed", "prefill", "tokens"}
     assert body["details"]["prefill"] == []
@@ -79,7 +81,9 @@ def test_generate_details_and_timing_headers(engine_url: str) -> None:
 def test_decoder_input_details_returns_prompt_logprobs(engine_url: str) -> None:
     body = generate(engine_url, "Hello operator, line two", max_new_tokens=2, decoder_input_details=True)
     prefill = body["details"]["prefill"]
-    assert [t["id"] for t in prefill] == [t["id"] for t in requests_tokenize(engine_url, "Hello operator, line two")]
+    assert [t["id"] for t in prefill] == [
+        t["id"] for t in requests_tokenize(engine_url, "Hello operator, line two")
+    ]
     assert prefill[0]["logprob"] is None  # nothing precedes the first token
     assert all(t["logprob"] < 0 for t in prefill[1:])
 
@@ -112,8 +116,18 @@ def test_tokenize_gives_byte_offsets_into_the_input(engine_url: str) -> None:
 
 def test_info_models_and_health(engine_url: str) -> None:
     info = requests.get(engine_url + "/info", timeout=TIMEOUT).json()
-    for key in ("model_id", "max_concurrent_requests", "max_best_of", "max_stop_sequences", "max_input_tokens",
-                "max_total_tokens", "validation_workers", "max_client_batch_size", "router", "version"):
+    for key in (
+        "model_id",
+        "max_concurrent_requests",
+        "max_best_of",
+        "max_stop_sequences",
+        "max_input_tokens",
+        "max_total_tokens",
+        "validation_workers",
+        "max_client_batch_size",
+        "router",
+        "version",
+    ):
         assert key in info
     assert info["max_total_tokens"] == 1024 and info["max_input_tokens"] == 1023
     models = requests.get(engine_url + "/v1/models", timeout=TIMEOUT).json()
@@ -129,9 +143,16 @@ def test_metrics_use_tgi_names_without_total_suffix(engine_url: str) -> None:
     text = requests.get(engine_url + "/metrics", timeout=TIMEOUT).text
     assert metric(engine_url, "tgi_request_count") == before + 1
     assert "# TYPE tgi_request_count counter" in text and "tgi_request_count_total" not in text
-    for name in ("tgi_request_success", "tgi_batch_current_size", "tgi_queue_size", "tgi_batch_max_total_tokens",
-                 "tgi_request_duration_bucket", "tgi_request_generated_tokens_count",
-                 'tgi_batch_inference_count{method="decode"}', 'tgi_batch_forward_duration_sum{method="prefill"}'):
+    for name in (
+        "tgi_request_success",
+        "tgi_batch_current_size",
+        "tgi_queue_size",
+        "tgi_batch_max_total_tokens",
+        "tgi_request_duration_bucket",
+        "tgi_request_generated_tokens_count",
+        'tgi_batch_inference_count{method="decode"}',
+        'tgi_batch_forward_duration_sum{method="prefill"}',
+    ):
         assert name in text, name
 
 
@@ -161,7 +182,9 @@ def test_repetition_and_frequency_penalties_change_greedy_output(engine_url: str
     )
     prompt_ids = [t["id"] for t in requests_tokenize(engine_url, prompt)]
     plain = token_ids(generate(engine_url, prompt, max_new_tokens=40, details=True))
-    repeated = token_ids(generate(engine_url, prompt, max_new_tokens=40, details=True, repetition_penalty=50.0))
+    repeated = token_ids(
+        generate(engine_url, prompt, max_new_tokens=40, details=True, repetition_penalty=50.0)
+    )
     frequent = token_ids(generate(engine_url, prompt, max_new_tokens=40, details=True, frequency_penalty=2.0))
     assert _reuses_a_seen_token(prompt_ids, plain), "precondition: plain greedy output reuses a token"
     # A huge repetition penalty makes every token already in the sequence a bad choice.
@@ -196,7 +219,9 @@ def test_typical_p_keeps_the_most_typical_tokens(engine_url: str) -> None:
 
 def test_sampling_without_seed_reports_the_random_seed(engine_url: str) -> None:
     first = generate(engine_url, max_new_tokens=6, details=True, do_sample=True)
-    again = generate(engine_url, max_new_tokens=6, details=True, do_sample=True, seed=first["details"]["seed"])
+    again = generate(
+        engine_url, max_new_tokens=6, details=True, do_sample=True, seed=first["details"]["seed"]
+    )
     assert isinstance(first["details"]["seed"], int)
     assert token_ids(again) == token_ids(first)
 
@@ -224,7 +249,11 @@ VALIDATION_CASES = [
     ({"top_n_tokens": 6}, "`top_n_tokens` must be >= 0 and <= 5. Given: 6"),
     ({"truncate": 0}, "`truncate` must be strictly positive and less than 1023. Given: 0"),
     ({"truncate": 5000}, "`truncate` must be strictly positive and less than 1023. Given: 5000"),
-    ({"max_new_tokens": 1023}, "`inputs` tokens + `max_new_tokens` must be <= 1024. Given: 4 `inputs` tokens and 1023 `max_new_tokens`"),
+    (
+        {"max_new_tokens": 1023},
+        "`inputs` tokens + `max_new_tokens` must be <= 1024. "
+        "Given: 4 `inputs` tokens and 1023 `max_new_tokens`",
+    ),
     ({"best_of": 2, "do_sample": True}, "`best_of` != 1 is not allowed for this endpoint"),
     ({"best_of": 2}, "you must use sampling when `best_of` is > 1"),
     ({"grammar": {"type": "json", "value": {"properties": {}}}}, "grammar is not supported"),
@@ -237,7 +266,11 @@ def test_each_invalid_parameter_gives_422_with_tgi_message(
     engine_url: str, parameters: dict[str, Any], message: str
 ) -> None:
     assert len(requests_tokenize(engine_url, "Hello operator")) == 4  # <s> He llo ␣operator
-    response = post(engine_url, "/generate", {"inputs": "Hello operator", "parameters": {"max_new_tokens": 3, **parameters}})
+    response = post(
+        engine_url,
+        "/generate",
+        {"inputs": "Hello operator", "parameters": {"max_new_tokens": 3, **parameters}},
+    )
     assert response.status_code == 422
     assert response.json() == {"error": f"Input validation error: {message}", "error_type": "validation"}
 
@@ -253,7 +286,9 @@ def test_empty_and_too_long_inputs_are_rejected(engine_url: str) -> None:
         "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 1024. "
         f"Given: {n} `inputs` tokens and 1 `max_new_tokens`"
     )
-    cut = post(engine_url, "/generate", {"inputs": long_text, "parameters": {"max_new_tokens": 1, "truncate": 1000}})
+    cut = post(
+        engine_url, "/generate", {"inputs": long_text, "parameters": {"max_new_tokens": 1, "truncate": 1000}}
+    )
     assert cut.status_code == 200
 
 
@@ -267,11 +302,16 @@ def test_validation_failures_are_counted(engine_url: str) -> None:
     ("parameters", "message"),
     [
         ({"top_k": 0}, "`top_k` must be strictly positive"),
-        ({"decoder_input_details": True}, "`decoder_input_details` == true is not supported when streaming tokens"),
+        (
+            {"decoder_input_details": True},
+            "`decoder_input_details` == true is not supported when streaming tokens",
+        ),
         ({"best_of": 2, "do_sample": True}, "`best_of` != 1 is not supported when streaming tokens"),
     ],
 )
-def test_stream_errors_are_events_in_a_200_stream(engine_url: str, parameters: dict[str, Any], message: str) -> None:
+def test_stream_errors_are_events_in_a_200_stream(
+    engine_url: str, parameters: dict[str, Any], message: str
+) -> None:
     response = post(engine_url, "/generate_stream", {"inputs": "Hello", "parameters": parameters})
     assert response.status_code == 200
     assert response.content == (
@@ -283,20 +323,54 @@ def test_stream_errors_are_events_in_a_200_stream(engine_url: str, parameters: d
     ("body", "headers", "status", "prefix"),
     [
         (b'{"inputs": "Hello"}', {}, 415, "Expected request with `Content-Type: application/json`"),
-        (b'{"inputs": "Hello"', {"content-type": "application/json"}, 400, "Failed to parse the request body as JSON: "),
-        (b"not json", {"content-type": "application/json"}, 400, "Failed to parse the request body as JSON: "),
-        (b'{"input": "Hello"}', {"content-type": "application/json"}, 422,
-         "Failed to deserialize the JSON body into the target type: missing field `inputs`"),
-        (b'{"inputs": 5}', {"content-type": "application/json"}, 422,
-         "Failed to deserialize the JSON body into the target type: "),
-        (b'{"inputs": "x", "parameters": {"stop": null}}', {"content-type": "application/json"}, 422,
-         "Failed to deserialize the JSON body into the target type: "),
-        (b'{"inputs": "x", "parameters": {"details": null}}', {"content-type": "application/json"}, 422,
-         "Failed to deserialize the JSON body into the target type: "),
-        (b'{"inputs": "x", "parameters": {"max_new_tokens": -1}}', {"content-type": "application/json"}, 422,
-         "Failed to deserialize the JSON body into the target type: "),
-        (b'{"inputs": "x", "parameters": {"temperature": "hot"}}', {"content-type": "application/json"}, 422,
-         "Failed to deserialize the JSON body into the target type: "),
+        (
+            b'{"inputs": "Hello"',
+            {"content-type": "application/json"},
+            400,
+            "Failed to parse the request body as JSON: ",
+        ),
+        (
+            b"not json",
+            {"content-type": "application/json"},
+            400,
+            "Failed to parse the request body as JSON: ",
+        ),
+        (
+            b'{"input": "Hello"}',
+            {"content-type": "application/json"},
+            422,
+            "Failed to deserialize the JSON body into the target type: missing field `inputs`",
+        ),
+        (
+            b'{"inputs": 5}',
+            {"content-type": "application/json"},
+            422,
+            "Failed to deserialize the JSON body into the target type: ",
+        ),
+        (
+            b'{"inputs": "x", "parameters": {"stop": null}}',
+            {"content-type": "application/json"},
+            422,
+            "Failed to deserialize the JSON body into the target type: ",
+        ),
+        (
+            b'{"inputs": "x", "parameters": {"details": null}}',
+            {"content-type": "application/json"},
+            422,
+            "Failed to deserialize the JSON body into the target type: ",
+        ),
+        (
+            b'{"inputs": "x", "parameters": {"max_new_tokens": -1}}',
+            {"content-type": "application/json"},
+            422,
+            "Failed to deserialize the JSON body into the target type: ",
+        ),
+        (
+            b'{"inputs": "x", "parameters": {"temperature": "hot"}}',
+            {"content-type": "application/json"},
+            422,
+            "Failed to deserialize the JSON body into the target type: ",
+        ),
     ],
 )
 def test_bodies_that_are_not_the_right_json_get_plain_text_errors(
@@ -310,7 +384,12 @@ def test_bodies_that_are_not_the_right_json_get_plain_text_errors(
 
 # ----- OpenAI-style routes -------------------------------------------------------------------------
 def test_chat_stream_bytes_end_with_done(engine_url: str) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True, "temperature": 0}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2,
+        "stream": True,
+        "temperature": 0,
+    }
     response = post(engine_url, "/v1/chat/completions", body)
     assert response.content.endswith(b"data: [DONE]\n\n")
     chunks = [json.loads(p) for p in sse_payloads(response.content)[:-1]]
@@ -320,16 +399,26 @@ def test_chat_stream_bytes_end_with_done(engine_url: str) -> None:
 
 
 def test_chat_tools_are_refused_before_the_stream_starts(engine_url: str) -> None:
-    tools = post(engine_url, "/v1/chat/completions", {
-        "messages": [{"role": "user", "content": "hi"}], "stream": True,
-        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-    })
+    tools = post(
+        engine_url,
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        },
+    )
     assert tools.status_code == 422 and tools.json()["error_type"] == "tool_error"
 
 
 def test_chat_logprobs(engine_url: str) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0,
-            "logprobs": True, "top_logprobs": 2}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 3,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
     choice = post(engine_url, "/v1/chat/completions", body).json()["choices"][0]
     content = choice["logprobs"]["content"]
     assert len(content) == 3 and all(len(c["top_logprobs"]) == 2 for c in content)

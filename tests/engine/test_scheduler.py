@@ -38,7 +38,9 @@ def driver(demo: LoadedModel) -> Iterator[Driver]:
     d.close()
 
 
-def solo(demo: LoadedModel, text: str, max_new_tokens: int, sampling: SamplingParams | None = None) -> Outcome:
+def solo(
+    demo: LoadedModel, text: str, max_new_tokens: int, sampling: SamplingParams | None = None
+) -> Outcome:
     d = Driver(demo)
     try:
         return d.run({0: [("x", make_request(demo, text, max_new_tokens, sampling))]})["x"]
@@ -74,7 +76,9 @@ def test_request_joining_a_running_batch_generates_what_it_would_alone(
     for name, outcome in outcomes.items():
         assert len(outcome.token_ids) == lengths[name]
         assert_same_generation(outcome, solo(demo, texts[name], lengths[name]))
-    assert len({tuple(o.token_ids) for o in outcomes.values()}) == len(outcomes), "prompts give different text"
+    assert len({tuple(o.token_ids) for o in outcomes.values()}) == len(outcomes), (
+        "prompts give different text"
+    )
 
 
 def test_seeded_sampling_is_the_same_alone_and_batched(demo: LoadedModel, driver: Driver) -> None:
@@ -103,7 +107,9 @@ def test_finished_rows_leave_and_padding_columns_are_trimmed(demo: LoadedModel, 
     assert driver.snapshots[row].kv_bytes < driver.snapshots[row - 1].kv_bytes / 2
 
 
-def test_cancelled_request_is_dropped_at_the_next_step_and_frees_its_memory(demo: LoadedModel, driver: Driver) -> None:
+def test_cancelled_request_is_dropped_at_the_next_step_and_frees_its_memory(
+    demo: LoadedModel, driver: Driver
+) -> None:
     driver.submit("keep", make_request(demo, PROMPTS["a"], 40))
     driver.submit("gone", make_request(demo, LONG, 40))
     for _ in range(4):
@@ -132,7 +138,9 @@ def test_cancelled_while_waiting_never_runs(demo: LoadedModel, driver: Driver) -
 def test_token_budget_bounds_the_batch_and_later_requests_wait(demo: LoadedModel) -> None:
     request = make_request(demo, PROMPTS["a"], 30)
     worst_case = request.input_length + 30 - 1  # one row's final cache length
-    limits = BatchLimits(max_batch_total_tokens=3 * worst_case, max_batch_prefill_tokens=4096, waiting_served_ratio=0.0)
+    limits = BatchLimits(
+        max_batch_total_tokens=3 * worst_case, max_batch_prefill_tokens=4096, waiting_served_ratio=0.0
+    )
     driver = Driver(demo, limits)
     try:
         outcomes = driver.run({0: [(f"r{i}", request) for i in range(5)]})
@@ -148,7 +156,9 @@ def test_token_budget_bounds_the_batch_and_later_requests_wait(demo: LoadedModel
 def test_prefill_budget_splits_a_burst_into_several_prefills(demo: LoadedModel) -> None:
     request = make_request(demo, PROMPTS["b"], 4)
     limits = BatchLimits(
-        max_batch_total_tokens=16000, max_batch_prefill_tokens=2 * request.input_length, waiting_served_ratio=0.0
+        max_batch_total_tokens=16000,
+        max_batch_prefill_tokens=2 * request.input_length,
+        waiting_served_ratio=0.0,
     )
     driver = Driver(demo, limits)
     try:
@@ -206,7 +216,12 @@ def test_a_failing_forward_pass_fails_the_batch_and_the_scheduler_recovers(demo:
     faulty = dataclasses.replace(demo, model=FaultyModel(demo.model, fail_on_call=4))
     driver = Driver(faulty)
     try:
-        outcomes = driver.run({0: [("a", make_request(demo, PROMPTS["a"], 10))], 1: [("b", make_request(demo, PROMPTS["b"], 10))]})
+        outcomes = driver.run(
+            {
+                0: [("a", make_request(demo, PROMPTS["a"], 10))],
+                1: [("b", make_request(demo, PROMPTS["b"], 10))],
+            }
+        )
         assert outcomes["a"].error is not None and "injected fault" in outcomes["a"].error.message
         assert outcomes["b"].error is not None
         assert driver.scheduler.last_step_failed

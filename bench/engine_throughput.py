@@ -1,0 +1,225 @@
+"""Engine throughput: N concurrent streaming clients against one-request-at-a-time transformers.
+
+    .venv/bin/python bench/engine_throughput.py [--model default] [--clients 1 4 16 32]
+        [--max-new-tokens 64] [--requests-per-client 3] [--threads N]
+
+Starts the engine with the launcher (a real subprocess), runs closed-loop streaming clients at
+each concurrency, then serves the same prompts in this process with a plain transformers greedy
+loop (KV cache, one request at a time). Prints aggregate generated tokens/s, time to first token
+(p50/p95) and peak RSS. A benchmark, not a test: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from serving.engine.launcher import spawn_engine
+
+PROMPTS = [
+    "The switchboard connects callers to the line they ask for.",
+    "An operator listens, plugs a cord into the right jack, and rings the other end.",
+    "When every line is busy, new callers wait in a queue until a cord is free.",
+    "A good operator keeps the queue short and never drops a call.",
+    "Language models answer requests one token at a time.",
+    "A server that batches many requests together keeps the processor busy.",
+    "Each request brings a prompt, a limit on new tokens, and sampling settings.",
+    "def generate(prompt: str, max_new_tokens: int = 20) -> str:",
+]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    label: str
+    tokens: int
+    seconds: float
+    ttfts: list[float]
+    peak_rss_mb: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+    def ttft(self, q: float) -> float:
+        ordered = sorted(self.ttfts)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class PeakRss:
+    """Polls a process's RSS in the background and keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def one_stream(
+    session: aiohttp.ClientSession, url: str, prompt: str, max_new_tokens: int
+) -> tuple[int, float]:
+    body = {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens}}
+    started = time.perf_counter()
+    first = 0.0
+    tokens = 0
+    async with session.post(url + "/generate_stream", json=body) as response:
+        response.raise_for_status()
+        async for line in response.content:
+            if line.startswith(b'data: {"index"'):
+                tokens += 1
+                if tokens == 1:
+                    first = time.perf_counter() - started
+            elif line.startswith(b'data: {"error"'):
+                raise RuntimeError(line.decode())
+    return tokens, first
+
+
+async def run_clients(
+    url: str, clients: int, rounds: int, max_new_tokens: int
+) -> tuple[int, float, list[float]]:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+
+        async def client(index: int) -> list[tuple[int, float]]:
+            return [
+                await one_stream(session, url, PROMPTS[(index + r) % len(PROMPTS)], max_new_tokens)
+                for r in range(rounds)
+            ]
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(client(i) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+    flat = [item for per_client in results for item in per_client]
+    return sum(t for t, _ in flat), elapsed, [f for _, f in flat]
+
+
+def bench_engine(args: argparse.Namespace) -> list[RunResult]:
+    extra = ["--max-concurrent-requests", "128"]
+    if args.threads:
+        extra += ["--threads", str(args.threads)]
+    results = []
+    with spawn_engine(args.model, extra_args=extra) as engine:
+        asyncio.run(run_clients(engine.url, 2, 1, 8))  # warm the client path and the engine
+        for clients in args.clients:
+            with PeakRss(engine.pid) as rss:
+                tokens, seconds, ttfts = asyncio.run(
+                    run_clients(engine.url, clients, args.requests_per_client, args.max_new_tokens)
+                )
+            results.append(RunResult(f"engine, {clients} clients", tokens, seconds, ttfts, rss.peak / 2**20))
+    return results
+
+
+def bench_sequential_transformers(args: argparse.Namespace, requests: int) -> RunResult:
+    """The same model and prompts, one request at a time, with a plain greedy KV-cache loop."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+    from serving.engine.model import resolve_model_path
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    path = resolve_model_path(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    ttfts, tokens = [], 0
+    with PeakRss(os.getpid()) as rss, torch.inference_mode():
+        greedy_loop(model, tokenizer, DynamicCache, PROMPTS[0], 8)  # warm-up
+        started = time.perf_counter()
+        for index in range(requests):
+            first, count = greedy_loop(
+                model, tokenizer, DynamicCache, PROMPTS[index % len(PROMPTS)], args.max_new_tokens
+            )
+            ttfts.append(first)
+            tokens += count
+        seconds = time.perf_counter() - started
+    return RunResult("transformers, one at a time", tokens, seconds, ttfts, rss.peak / 2**20)
+
+
+def greedy_loop(
+    model: object, tokenizer: object, cache_type: type, prompt: str, max_new_tokens: int
+) -> tuple[float, int]:
+    import torch
+
+    started = time.perf_counter()
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]  # type: ignore[operator]
+    cache = cache_type()
+    out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)  # type: ignore[operator]
+    next_id = out.logits[:, -1].argmax(-1, keepdim=True)
+    first = time.perf_counter() - started
+    tokens = [int(next_id)]
+    for _ in range(max_new_tokens - 1):
+        out = model(input_ids=next_id, cache=out.cache, use_cache=True)  # type: ignore[operator]
+        next_id = out.logits[:, -1].argmax(-1, keepdim=True)
+        tokens.append(int(next_id))
+    tokenizer.decode(tokens)  # type: ignore[attr-defined]
+    del torch
+    return first, len(tokens)
+
+
+def print_table(rows: list[RunResult], baseline: RunResult, single: RunResult | None) -> None:
+    header = (
+        f"{'run':<30} {'tokens':>7} {'tok/s':>9} {'x seq':>6} {'TTFT p50':>9} {'TTFT p95':>9} {'peak RSS':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in [*rows, baseline]:
+        print(
+            f"{row.label:<30} {row.tokens:>7} {row.tokens_per_second:>9.0f} "
+            f"{row.tokens_per_second / baseline.tokens_per_second:>6.1f} "
+            f"{row.ttft(0.5) * 1000:>7.1f}ms {row.ttft(0.95) * 1000:>7.1f}ms {row.peak_rss_mb:>7.0f}MB"
+        )
+    if single is not None:
+        print(
+            "\nTTFT p95 relative to the engine's single-client p50: "
+            + ", ".join(f"{r.label.split(', ')[1]}: {r.ttft(0.95) / single.ttft(0.5):.1f}x" for r in rows)
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--requests-per-client", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = bench_engine(args)
+    baseline = bench_sequential_transformers(args, requests=3 * len(PROMPTS))
+    single = next((r for r in rows if r.label.endswith(" 1 clients")), None)
+    print(
+        f"\nmodel={args.model} max_new_tokens={args.max_new_tokens} "
+        f"requests/client={args.requests_per_client} cores={os.cpu_count()}\n"
+    )
+    print_table(rows, baseline, single)
+    print(f"\nbench wall time {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
