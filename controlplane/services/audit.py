@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -154,12 +155,14 @@ def lock_chain_head() -> str:
 
 
 def _clean_ip(ip: str | None) -> str | None:
-    """The address as PostgreSQL's inet returns it (hashing must see the stored form); junk → None."""
-    if not ip:
+    """The address as PostgreSQL's inet returns it (hashing must see the stored form); junk → None,
+    because an audit write must not fail over a malformed REMOTE_ADDR."""
+    if not ip or "%" in ip:  # inet has no IPv6 zone ids
         return None
     try:
+        ipaddress.ip_address(ip)
         return str(AuditEvent._meta.get_field("ip").get_prep_value(ip))
-    except ValidationError:
+    except (ValueError, ValidationError):
         return None
 
 

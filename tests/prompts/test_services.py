@@ -142,3 +142,31 @@ def test_selectors_find_versions_by_label_and_number_within_the_team(prompts: Pr
         prompt_version_by_label(team, "support-reply", "staging")
     with pytest.raises(PromptVersion.DoesNotExist):
         prompt_version_by_label(prompts.other.team, "support-reply", "production")  # other team's prompt
+
+
+@pytest.mark.django_db
+def test_label_move_publishes_a_cache_invalidation_after_commit(
+    prompts: PromptWorld, django_capture_on_commit_callbacks: Any
+) -> None:
+    import json as jsonlib
+
+    import redis
+    from django.conf import settings
+
+    from controlplane.services.events import CHANNEL
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(CHANNEL)
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            prompt_label_move(prompt=prompts.prompt, label="production", version=prompts.v2, actor=ACTOR)
+            assert subscriber.get_message(timeout=0.2) is None  # nothing before the commit
+        assert len(callbacks) == 1
+        message = subscriber.get_message(timeout=5)
+        assert message is not None
+        key = f"{prompts.prompt.team_id}/support-reply@production"
+        assert jsonlib.loads(message["data"]) == {"kind": "prompt", "key": key}
+    finally:
+        subscriber.close()
+        client.close()

@@ -242,3 +242,13 @@ def test_bulk_write_refuses_entries_before_the_chain_head_and_writes_nothing() -
             ]
         )
     assert AuditEvent.objects.count() == count
+
+
+@pytest.mark.django_db
+def test_a_malformed_client_address_is_dropped_not_a_failed_write() -> None:
+    for junk in ("not-an-ip", "fe80::1%eth0", "999.1.1.1"):
+        event = AuditEvent.objects.get(
+            pk=record("thing.create", actor=Actor(type="user", id="1", label="x", ip=junk))
+        )
+        assert event.ip is None
+    assert audit_verify().ok
