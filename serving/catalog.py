@@ -268,7 +268,7 @@ def _release_view(release: Release, backends: dict[int, BackendView]) -> Release
     )
 
 
-_RELEASE_RELATED = ("release__model_version", "release__prompt_version")
+_RELEASE_RELATED = ("release__model_version", "release__prompt_version__prompt")
 
 
 def load_endpoint(team_id: int, name: str) -> EndpointView | None:

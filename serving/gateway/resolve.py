@@ -5,6 +5,7 @@ output budget M = max_tokens):
 1. M >= W is refused (400): no prompt could fit.
 2. Chat: while P + M > W, the oldest message that is neither a system message nor the last
    message is dropped (conversation memory goes first, instructions and the question stay).
+   (Without an explicit max_tokens, step 2 only needs a quarter of the window left for output.)
 3. Still too long, and the client did not set max_tokens: M shrinks to W - P (at least 1).
 4. Still too long: 400 naming the sizes. Plain prompts (completions, generate) are never cut:
    cutting text silently changes its meaning, so the client decides.
@@ -121,10 +122,13 @@ def prefix_of(messages: list[dict[str, Any]], prompt: str) -> str:
 def prepare(client: ClientRequest, release: ReleaseView) -> Prepared:
     window = release.context_window
     max_tokens, explicit = _max_tokens(client, release)
-    if max_tokens >= window:
+    if max_tokens >= window and explicit:
         raise BadRequest(f"max_tokens must be below the model's context window of {window} tokens")
+    max_tokens = min(max_tokens, window - 1)
     if client.api == "chat":
-        messages = _trim_chat(_chat_messages(client, release), window - max_tokens)
+        # Without an explicit max_tokens, history is kept as long as a quarter of the window is left.
+        keep_for_output = max_tokens if explicit else min(max_tokens, window // 4)
+        messages = _trim_chat(_chat_messages(client, release), window - keep_for_output)
         prompt_tokens = estimate_messages(messages)
         prompt = ""
     else:
