@@ -12,6 +12,8 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
 from django.http import Http404, StreamingHttpResponse
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, pagination, permissions, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -31,6 +33,22 @@ class AuditReader(permissions.BasePermission):
             return False
         readable = audit_readable_team_ids(request.user)
         return readable is None or bool(readable)
+
+
+FILTER_PARAMETERS = [
+    OpenApiParameter(
+        "since", OpenApiTypes.DATETIME, description="ISO 8601 time or date, inclusive (UTC if no offset)"
+    ),
+    OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601 time or date, exclusive"),
+    OpenApiParameter(
+        "actor", OpenApiTypes.STR, description="user:<id>, api_key:<id>, system, or an actor label"
+    ),
+    OpenApiParameter(
+        "action", OpenApiTypes.STR, description="exact action, or a prefix ending in * (prompt_label.*)"
+    ),
+    OpenApiParameter("target", OpenApiTypes.STR, description="target type, or type:id (prompts.prompt:5)"),
+    OpenApiParameter("team", OpenApiTypes.INT, description="one team id (one you own or administer)"),
+]
 
 
 def _scope(request: Request) -> tuple[AuditQuery, list[int] | None]:
@@ -83,6 +101,7 @@ class NewestFirst(pagination.CursorPagination):
     page_size_query_param = "limit"
 
 
+@extend_schema_view(list=extend_schema(parameters=FILTER_PARAMETERS))
 class AuditEventViewSet(viewsets.ReadOnlyModelViewSet[AuditEvent]):
     """Audit events, newest first. Filters: since, until, actor, action, target, team."""
 
@@ -107,6 +126,12 @@ class AuditExportView(APIView):
         # The body is JSONL or CSV whatever the Accept header says; errors still render as JSON.
         return super().perform_content_negotiation(request, force=True)
 
+    @extend_schema(
+        parameters=FILTER_PARAMETERS,
+        responses={(200, "application/x-ndjson"): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR},
+        description="Streams the filtered audit log (JSONL: OCSF API Activity records; CSV: flat columns). "
+        "Records an audit.export event first.",
+    )
     def get(self, request: Request) -> StreamingHttpResponse:
         query, team_ids = _scope(request)
         audit_export_record(
