@@ -29,6 +29,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from controlplane.logging import new_request_id
 from controlplane.models import KeyScope, Membership
+from serving import metrics
 from serving.backends import BackendError
 from serving.catalog import Limits, Principal
 from serving.gateway import protocols
@@ -177,6 +178,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return {"usage": usage, **call.summary(), "elapsed_ms": round((time.perf_counter() - call.t0) * 1000, 1)}
 
     async def _error(self, msg_id: str, exc: GatewayError) -> None:
+        metrics.REJECTIONS.labels(exc.code).inc()
         await self._send({"type": "error", "id": msg_id, "code": exc.code, "status": exc.status, "message": exc.message,
                           **({"retry_after": exc.retry_after} if exc.retry_after else {})})
 

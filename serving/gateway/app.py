@@ -18,6 +18,7 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from controlplane.logging import new_request_id
+from serving import metrics
 from serving.backends import BackendError
 from serving.gateway import protocols
 from serving.gateway.errors import GatewayError, Unavailable
@@ -36,6 +37,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def error_response(api: str, exc: GatewayError, request_id: str) -> Response:
+    metrics.REJECTIONS.labels(exc.code).inc()  # codes are a fixed set: a bounded label
     headers = {"x-request-id": request_id}
     if exc.retry_after is not None:
         headers["retry-after"] = str(exc.retry_after)

@@ -118,3 +118,23 @@ def test_bad_input_is_a_400_that_says_what_to_fix(engine, web) -> None:
         _client(web, "sb-aaaaaaaaaaaa-" + "x" * 30).chat.completions.create(
             model="chat", messages=[{"role": "user", "content": "x"}]
         )
+
+
+def test_metrics_count_requests_tokens_and_rejections_with_bounded_labels(engine, web) -> None:
+    import urllib.request
+
+    d = deploy([engine.url], key_kwargs={"rpm_limit": 1})
+    client = _client(web, d.secret)
+    client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}], max_tokens=3)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}], max_tokens=3)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-endpoint-xyz", messages=[{"role": "user", "content": "x"}])
+    with urllib.request.urlopen(f"{web.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'switchboard_gateway_requests_total{endpoint="chat",release="chat-v1",status="ok"}' in text
+    assert 'switchboard_gateway_requests_total{endpoint="chat",release="chat-v1",status="rejected"}' in text
+    assert 'switchboard_gateway_rejections_total{reason="rate_limited"}' in text
+    assert "switchboard_gateway_ttft_seconds_bucket" in text
+    assert 'switchboard_gateway_tokens_total{direction="out",endpoint="chat"}' in text
+    assert "no-such-endpoint-xyz" not in text  # a client's made-up name never becomes a label
