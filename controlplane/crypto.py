@@ -42,7 +42,9 @@ def decrypt_credential(token: str) -> str:
     try:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:
-        raise CredentialDecryptError("backend credential cannot be decrypted with the configured keys") from exc
+        raise CredentialDecryptError(
+            "backend credential cannot be decrypted with the configured keys"
+        ) from exc
 
 
 def new_api_key_secret() -> tuple[str, str]:

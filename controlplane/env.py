@@ -74,6 +74,21 @@ def str_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def fernet_keys(name: str) -> list[str]:
+    """Comma-separated Fernet keys, newest first; each must be 32 url-safe base64-encoded bytes."""
+    from cryptography.fernet import Fernet
+
+    keys = str_list(name, [])
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            raise SettingError(
+                f"{name}: key #{position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
+    return keys
+
+
 def database(name: str, state_file: Path) -> dict[str, Any]:
     url = _raw(name) or _from_running_stack(name, state_file)
     try:
@@ -81,7 +96,9 @@ def database(name: str, state_file: Path) -> dict[str, Any]:
     except Exception as exc:  # django-environ raises several types for a bad scheme
         raise SettingError(f"{name}: expected a URL like postgres://user:pass@host:5432/db ({exc})") from None
     if config.get("ENGINE") != "django.db.backends.postgresql":
-        raise SettingError(f"{name}: expected a PostgreSQL URL (postgres://...), got scheme of {url.split(':', 1)[0]!r}")
+        raise SettingError(
+            f"{name}: expected a PostgreSQL URL (postgres://...), got scheme of {url.split(':', 1)[0]!r}"
+        )
     # A unix-socket directory arrives percent-encoded in the host part of the URL.
     config["HOST"] = unquote(str(config.get("HOST") or ""))
     return config

@@ -99,7 +99,9 @@ def can_administer(user: Any, team_id: int) -> bool:
 
 def actor_for(request: Any) -> Actor:
     """The audit actor for an HTTP request (session user or API key), with request id and IP."""
-    request_id = getattr(request, "request_id", "") or getattr(getattr(request, "_request", None), "request_id", "")
+    request_id = getattr(request, "request_id", "") or getattr(
+        getattr(request, "_request", None), "request_id", ""
+    )
     ip = request.META.get("REMOTE_ADDR") or None
     user = request.user
     if isinstance(user, ApiKeyUser):

@@ -47,7 +47,10 @@ def _processes(web_port: int, engine_port: int, data: str) -> dict[str, str]:
             "--loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 5"
         ),
         "worker": f"{PY} -m celery -A controlplane worker --loglevel WARNING --concurrency 2 -n worker@%h",
-        "beat": f"{PY} -m celery -A controlplane beat --loglevel WARNING -s {shlex.quote(data)}/celerybeat-schedule",
+        "beat": (
+            f"{PY} -m celery -A controlplane beat --loglevel WARNING "
+            f"-s {shlex.quote(data)}/celerybeat-schedule"
+        ),
         "engine": (
             f"{PY} -m serving.engine --model default --host 127.0.0.1 --port {engine_port} "
             "--embedding-model default"

@@ -22,10 +22,12 @@ try:
     # Peppers API-key digests; separate from SECRET_KEY so rotating sessions leaves keys valid.
     SWITCHBOARD_KEY_PEPPER = env.text("SWITCHBOARD_KEY_PEPPER", SECRET_KEY)
     # Fernet keys (comma-separated, newest first) encrypting backend credentials at rest.
-    SWITCHBOARD_ENCRYPTION_KEYS = env.str_list("SWITCHBOARD_ENCRYPTION_KEYS", [])
+    SWITCHBOARD_ENCRYPTION_KEYS = env.fernet_keys("SWITCHBOARD_ENCRYPTION_KEYS")
     # HMAC key signing the hourly audit digests; empty means one derived from SECRET_KEY.
     SWITCHBOARD_AUDIT_SIGNING_KEY = env.text("SWITCHBOARD_AUDIT_SIGNING_KEY", "")
-    ALLOWED_HOSTS = env.str_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"])
+    ALLOWED_HOSTS = env.str_list(
+        "ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"]
+    )
     CSRF_TRUSTED_ORIGINS = env.str_list("CSRF_TRUSTED_ORIGINS", [])
     SWITCHBOARD_PORT = env.integer("SWITCHBOARD_PORT", 8000, minimum=1, maximum=65535)
     DATABASES = {"default": env.database("DATABASE_URL", DATA_DIR / STATE_FILE)}
@@ -39,6 +41,12 @@ try:
             raise env.SettingError("SECRET_KEY: production needs a random value of 32+ characters")
         if not ALLOWED_HOSTS:
             raise env.SettingError("ALLOWED_HOSTS: production needs the host names clients use")
+        if not SWITCHBOARD_ENCRYPTION_KEYS:
+            raise env.SettingError(
+                "SWITCHBOARD_ENCRYPTION_KEYS: production needs a Fernet key for backend credentials "
+                "(generate one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')"
+            )
 except env.SettingError as exc:
     sys.stderr.write(f"switchboard: configuration error: {exc}\n")
     raise SystemExit(2) from None

@@ -45,9 +45,23 @@ class WebProcess:
 def spawn_web(env: Mapping[str, str], *, ready_path: str = "/healthz", timeout: float = 60.0) -> WebProcess:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "controlplane.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"],
-        cwd=REPO_ROOT, env=dict(env),
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "controlplane.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+        ],
+        cwd=REPO_ROOT,
+        env=dict(env),
     )
     web = WebProcess(proc=proc, port=port)
     deadline = time.monotonic() + timeout

@@ -52,3 +52,6 @@ class AuditDigest(models.Model):
 
     class Meta:
         ordering = ["period_end"]
+
+    def __str__(self) -> str:
+        return f"digest to {self.period_end:%Y-%m-%d %H:%M} ({self.event_count} events)"

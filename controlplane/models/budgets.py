@@ -30,13 +30,23 @@ class Budget(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budgets")
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=16, choices=BudgetScope.choices)
-    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets")
-    endpoint = models.ForeignKey(Endpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
     period = models.CharField(max_length=8, choices=BudgetPeriod.choices)
-    limit_usd = models.DecimalField(max_digits=14, decimal_places=6, validators=[MinValueValidator(Decimal(0))])
-    hard = models.BooleanField(default=True, help_text="Hard: refuse requests past the limit. Soft: alert only.")
+    limit_usd = models.DecimalField(
+        max_digits=14, decimal_places=6, validators=[MinValueValidator(Decimal(0))]
+    )
+    hard = models.BooleanField(
+        default=True, help_text="Hard: refuse requests past the limit. Soft: alert only."
+    )
     alert_threshold = models.DecimalField(
-        max_digits=4, decimal_places=3, default=Decimal("0.8"),
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0.8"),
         validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))],
     )
     period_start = models.DateTimeField()

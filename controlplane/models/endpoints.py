@@ -38,8 +38,13 @@ class TrafficSplit(models.Model):
         ordering = ["endpoint", "-weight", "release_id"]
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "release"], name="traffic_unique_endpoint_release"),
-            models.CheckConstraint(condition=models.Q(weight__gte=0, weight__lte=100), name="traffic_weight_0_100"),
+            models.CheckConstraint(
+                condition=models.Q(weight__gte=0, weight__lte=100), name="traffic_weight_0_100"
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"release {self.release_id}: {self.weight}%"
 
 
 class EndpointFallback(models.Model):
@@ -55,3 +60,6 @@ class EndpointFallback(models.Model):
             models.UniqueConstraint(fields=["endpoint", "position"], name="fallback_unique_position"),
             models.UniqueConstraint(fields=["endpoint", "release"], name="fallback_unique_release"),
         ]
+
+    def __str__(self) -> str:
+        return f"#{self.position}: release {self.release_id}"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -31,9 +33,15 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     # Set on the old key when it is rotated: it stays valid until then, then stops.
-    rotated_to = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rotated_from")
-    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute; empty = unlimited")
-    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute; empty = unlimited")
+    rotated_to = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rotated_from"
+    )
+    rpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute; empty = unlimited"
+    )
+    tpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens per minute; empty = unlimited"
+    )
     concurrency_limit = models.PositiveIntegerField(null=True, blank=True, help_text="In-flight requests")
     last_used_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -50,7 +58,7 @@ class ApiKey(models.Model):
     def display_prefix(self) -> str:
         return f"sb-{self.lookup_id}-…"
 
-    def is_active(self, now: timezone.datetime | None = None) -> bool:
+    def is_active(self, now: datetime | None = None) -> bool:
         now = now or timezone.now()
         if self.revoked_at is not None and self.revoked_at <= now:
             return False

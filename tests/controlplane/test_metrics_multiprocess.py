@@ -18,7 +18,9 @@ def _get(url: str) -> str:
 
 
 def _healthz_count(metrics: str) -> float:
-    pattern = r'django_http_responses_total_by_status_view_method_total\{[^}]*view="healthz"[^}]*\} ([0-9.e+]+)'
+    pattern = (
+        r'django_http_responses_total_by_status_view_method_total\{[^}]*view="healthz"[^}]*\} ([0-9.e+]+)'
+    )
     return sum(float(value) for value in re.findall(pattern, metrics))
 
 

@@ -70,7 +70,9 @@ def test_celery_task_round_trips_through_the_real_broker(celery_worker_process: 
 
 async def test_websocket_echo_goes_through_the_redis_channel_layer() -> None:
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    communicator = WebsocketCommunicator(application, "/ws/echo/", headers=[(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")])
+    communicator = WebsocketCommunicator(
+        application, "/ws/echo/", headers=[(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
+    )
     connected, _ = await communicator.connect()
     assert connected
     await communicator.send_json_to({"hello": "switchboard"})
@@ -92,7 +94,10 @@ def test_admin_login_page_renders_and_first_admin_can_log_in(django_user_model: 
     assert page.status_code == 200 and b'name="password"' in page.content
     if "shown once" in printed:
         password = printed.split("password ", 1)[1].split()[0]
-        assert client.post("/admin/login/?next=/admin/", {"username": "admin", "password": password}).status_code == 302
+        assert (
+            client.post("/admin/login/?next=/admin/", {"username": "admin", "password": password}).status_code
+            == 302
+        )
         assert client.get("/admin/").status_code == 200
     again = io.StringIO()
     call_command("ensure_admin", stdout=again)
@@ -104,7 +109,15 @@ def test_every_response_and_log_line_carries_the_request_id(caplog: pytest.LogCa
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     formatter_config = settings.LOGGING["formatters"]["structured"]
-    logging.config.dictConfig({**settings.LOGGING, "handlers": {"capture": {"class": "logging.StreamHandler", "formatter": "structured", "stream": stream}}, "root": {"handlers": ["capture"], "level": "INFO"}})
+    logging.config.dictConfig(
+        {
+            **settings.LOGGING,
+            "handlers": {
+                "capture": {"class": "logging.StreamHandler", "formatter": "structured", "stream": stream}
+            },
+            "root": {"handlers": ["capture"], "level": "INFO"},
+        }
+    )
     try:
         response = Client().get("/no-such-page", headers={"X-Request-ID": "req-test-12345"})
     finally:

@@ -51,7 +51,9 @@ def test_database_url_must_be_postgres(tmp_path: os.PathLike[str], monkeypatch: 
         env.database("SB_TEST_DB", tmp_path / "none.json")  # type: ignore[operator]
 
 
-def test_socket_directory_in_database_url_is_decoded(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_socket_directory_in_database_url_is_decoded(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SB_TEST_DB", "postgres://postgres@%2Ftmp%2Fpg/switchboard")
     assert env.database("SB_TEST_DB", tmp_path / "none.json")["HOST"] == "/tmp/pg"  # type: ignore[operator]
 
@@ -59,8 +61,12 @@ def test_socket_directory_in_database_url_is_decoded(tmp_path: os.PathLike[str],
 def _check(**overrides: str) -> subprocess.CompletedProcess[str]:
     child_env = {**os.environ, **overrides}
     return subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=REPO_ROOT, env=child_env,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO_ROOT,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -76,6 +82,19 @@ def _check(**overrides: str) -> subprocess.CompletedProcess[str]:
             {"SWITCHBOARD_ENV": "production", "DEBUG": "false", "SECRET_KEY": "x" * 40, "ALLOWED_HOSTS": ""},
             "ALLOWED_HOSTS: production needs",
         ),
+        (
+            {
+                "SWITCHBOARD_ENV": "production",
+                "DEBUG": "false",
+                "SECRET_KEY": "x" * 40,
+                "ALLOWED_HOSTS": "a.b",
+            },
+            "SWITCHBOARD_ENCRYPTION_KEYS: production needs",
+        ),
+        (
+            {"SWITCHBOARD_ENCRYPTION_KEYS": "not-a-key"},
+            "SWITCHBOARD_ENCRYPTION_KEYS: key #1 is not a Fernet key",
+        ),
     ],
 )
 def test_bad_setting_fails_start_with_one_line(overrides: dict[str, str], message: str) -> None:
@@ -87,5 +106,13 @@ def test_bad_setting_fails_start_with_one_line(overrides: dict[str, str], messag
 
 
 def test_production_starts_with_proper_settings() -> None:
-    result = _check(SWITCHBOARD_ENV="production", DEBUG="false", SECRET_KEY="k" * 48, ALLOWED_HOSTS="sb.example.com")
+    from cryptography.fernet import Fernet
+
+    result = _check(
+        SWITCHBOARD_ENV="production",
+        DEBUG="false",
+        SECRET_KEY="k" * 48,
+        ALLOWED_HOSTS="sb.example.com",
+        SWITCHBOARD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+    )
     assert result.returncode == 0, result.stderr

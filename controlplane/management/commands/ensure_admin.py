@@ -13,7 +13,10 @@ from controlplane import env
 
 
 class Command(BaseCommand):
-    help = "Create the first superuser from SWITCHBOARD_ADMIN_PASSWORD, or with a generated password printed once."
+    help = (
+        "Create the first superuser from SWITCHBOARD_ADMIN_PASSWORD, "
+        "or with a generated password printed once."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         user_model = get_user_model()
@@ -26,7 +29,9 @@ class Command(BaseCommand):
             password = given or secrets.token_urlsafe(18)
             user_model.objects.create_superuser(username=username, email="", password=password)
         if given:
-            self.stdout.write(f"admin: created user {username!r} with the password from SWITCHBOARD_ADMIN_PASSWORD")
+            self.stdout.write(
+                f"admin: created user {username!r} with the password from SWITCHBOARD_ADMIN_PASSWORD"
+            )
         else:
             self.stdout.write(
                 self.style.WARNING(
