@@ -16,7 +16,7 @@ class HttpRouter:
         self.gateway_app = gateway_app
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if self.gateway_app is not None and scope["path"].startswith(GATEWAY_PREFIXES):
+        if self.gateway_app is not None and str(scope.get("path", "")).startswith(GATEWAY_PREFIXES):
             await self.gateway_app(scope, receive, send)
             return
         await self.django_app(scope, receive, send)

@@ -195,8 +195,13 @@ def period_end(period: str, start: datetime) -> datetime | None:
 def _budget_view(budget: Budget) -> BudgetView:
     end = period_end(budget.period, budget.period_start)
     return BudgetView(
-        id=budget.pk, uid=row_uid(budget.pk, budget.created_at), scope=budget.scope, limit_nano=int(budget.limit_usd * NANO), hard=budget.hard,
-        period_start=budget.period_start.timestamp(), period_start_iso=budget.period_start.isoformat(),
+        id=budget.pk,
+        uid=row_uid(budget.pk, budget.created_at),
+        scope=budget.scope,
+        limit_nano=int(budget.limit_usd * NANO),
+        hard=budget.hard,
+        period_start=budget.period_start.timestamp(),
+        period_start_iso=budget.period_start.isoformat(),
         period_end=_epoch(end),
         spent_nano=int(budget.spent_usd * NANO),
     )
@@ -217,10 +222,16 @@ def load_principal(lookup_id: str) -> Principal | None:
         return None
     budgets = Budget.objects.filter(api_key=key, scope="key")
     return Principal(
-        key_id=key.pk, lookup_id=key.lookup_id, digest=key.digest, name=key.name, team_id=key.team_id,
-        team_slug=key.team.slug, scopes=frozenset(key.scopes),
+        key_id=key.pk,
+        lookup_id=key.lookup_id,
+        digest=key.digest,
+        name=key.name,
+        team_id=key.team_id,
+        team_slug=key.team.slug,
+        scopes=frozenset(key.scopes),
         endpoint_ids=frozenset(key.endpoints.values_list("pk", flat=True)),
-        expires_at=_epoch(key.expires_at), revoked_at=_epoch(key.revoked_at),
+        expires_at=_epoch(key.expires_at),
+        revoked_at=_epoch(key.revoked_at),
         limits=Limits(rpm=key.rpm_limit, tpm=key.tpm_limit, concurrency=key.concurrency_limit),
         budgets=tuple(_budget_view(b) for b in budgets),
     )
@@ -230,10 +241,17 @@ def load_team(team_id: int) -> TeamView | None:
     team = Team.objects.filter(pk=team_id).first()
     if team is None:
         return None
-    limit_row = ScopeLimit.objects.filter(team_id=team_id, endpoint__isnull=True, backend__isnull=True).first()
-    endpoints = Endpoint.objects.filter(team_id=team_id).order_by("name").values_list("pk", "name", "created_at")
+    limit_row = ScopeLimit.objects.filter(
+        team_id=team_id, endpoint__isnull=True, backend__isnull=True
+    ).first()
+    endpoints = (
+        Endpoint.objects.filter(team_id=team_id).order_by("name").values_list("pk", "name", "created_at")
+    )
     return TeamView(
-        id=team.pk, uid=row_uid(team.pk, team.created_at), slug=team.slug, limits=_limits(limit_row),
+        id=team.pk,
+        uid=row_uid(team.pk, team.created_at),
+        slug=team.slug,
+        limits=_limits(limit_row),
         budgets=tuple(_budget_view(b) for b in Budget.objects.filter(team_id=team_id, scope="team")),
         endpoints=tuple((pk, name, int(created.timestamp())) for pk, name, created in endpoints),
     )
@@ -243,15 +261,26 @@ def _backend_view(backend: Backend, replicas: list[BackendReplica], limit: Scope
     try:
         credential = decrypt_credential(backend.credentials_encrypted)
     except CredentialDecryptError:
-        logger.error("backend credential cannot be decrypted; calling without it", extra={"backend": backend.pk})
+        logger.error(
+            "backend credential cannot be decrypted; calling without it", extra={"backend": backend.pk}
+        )
         credential = ""
     return BackendView(
-        id=backend.pk, uid=row_uid(backend.pk, backend.created_at), name=backend.name, kind=backend.kind, credential=credential,
-        replicas=tuple(ReplicaView(id=r.pk, url=r.url, weight=max(1, r.weight)) for r in replicas if r.enabled),
-        max_concurrency=backend.max_concurrency, health_check_interval_s=float(backend.health_check_interval_s),
+        id=backend.pk,
+        uid=row_uid(backend.pk, backend.created_at),
+        name=backend.name,
+        kind=backend.kind,
+        credential=credential,
+        replicas=tuple(
+            ReplicaView(id=r.pk, url=r.url, weight=max(1, r.weight)) for r in replicas if r.enabled
+        ),
+        max_concurrency=backend.max_concurrency,
+        health_check_interval_s=float(backend.health_check_interval_s),
         circuit_failure_threshold=max(1, backend.circuit_failure_threshold),
-        circuit_cooldown_s=float(backend.circuit_cooldown_s), connect_timeout_s=backend.connect_timeout_s,
-        first_token_timeout_s=backend.first_token_timeout_s, total_timeout_s=backend.total_timeout_s,
+        circuit_cooldown_s=float(backend.circuit_cooldown_s),
+        connect_timeout_s=backend.connect_timeout_s,
+        first_token_timeout_s=backend.first_token_timeout_s,
+        total_timeout_s=backend.total_timeout_s,
         limits=_limits(limit, concurrency_floor=backend.max_concurrency or None),
     )
 
@@ -260,11 +289,16 @@ def _release_view(release: Release, backends: dict[int, BackendView]) -> Release
     model = release.model_version
     defaults = {**(model.default_parameters or {}), **(release.generation_defaults or {})}
     return ReleaseView(
-        id=release.pk, name=release.name, model_version_id=model.pk,
+        id=release.pk,
+        name=release.name,
+        model_version_id=model.pk,
         model_name=model.served_model_name or model.hf_repo_id or model.name,
-        context_window=model.context_window, price_in_per_mtok=model.input_price_per_mtok,
-        price_out_per_mtok=model.output_price_per_mtok, defaults=defaults,
-        prompt_version=release.prompt_version, backend=backends[model.backend_id],
+        context_window=model.context_window,
+        price_in_per_mtok=model.input_price_per_mtok,
+        price_out_per_mtok=model.output_price_per_mtok,
+        defaults=defaults,
+        prompt_version=release.prompt_version,
+        backend=backends[model.backend_id],
     )
 
 
@@ -275,20 +309,32 @@ def load_endpoint(team_id: int, name: str) -> EndpointView | None:
     endpoint = Endpoint.objects.filter(team_id=team_id, name=name).first()
     if endpoint is None:
         return None
-    splits = list(TrafficSplit.objects.filter(endpoint=endpoint, weight__gt=0).select_related(*_RELEASE_RELATED))
-    chain = list(EndpointFallback.objects.filter(endpoint=endpoint).select_related(*_RELEASE_RELATED).order_by("position"))
-    backend_ids = {row.release.model_version.backend_id for row in [*splits, *chain]}
+    splits = list(
+        TrafficSplit.objects.filter(endpoint=endpoint, weight__gt=0).select_related(*_RELEASE_RELATED)
+    )
+    chain = list(
+        EndpointFallback.objects.filter(endpoint=endpoint)
+        .select_related(*_RELEASE_RELATED)
+        .order_by("position")
+    )
+    rows: list[TrafficSplit | EndpointFallback] = [*splits, *chain]
+    backend_ids = {row.release.model_version.backend_id for row in rows}
     limit_rows = ScopeLimit.objects.filter(Q(endpoint=endpoint) | Q(backend_id__in=backend_ids))
     by_backend = {row.backend_id: row for row in limit_rows if row.backend_id}
     replicas: dict[int, list[BackendReplica]] = {pk: [] for pk in backend_ids}
     for replica in BackendReplica.objects.filter(backend_id__in=backend_ids).order_by("id"):
         replicas[replica.backend_id].append(replica)
     backends = {
-        b.pk: _backend_view(b, replicas[b.pk], by_backend.get(b.pk)) for b in Backend.objects.filter(pk__in=backend_ids)
+        b.pk: _backend_view(b, replicas[b.pk], by_backend.get(b.pk))
+        for b in Backend.objects.filter(pk__in=backend_ids)
     }
     endpoint_limit = next((row for row in limit_rows if row.endpoint_id == endpoint.pk), None)
     return EndpointView(
-        id=endpoint.pk, uid=row_uid(endpoint.pk, endpoint.created_at), name=endpoint.name, team_id=team_id, config_version=endpoint.config_version,
+        id=endpoint.pk,
+        uid=row_uid(endpoint.pk, endpoint.created_at),
+        name=endpoint.name,
+        team_id=team_id,
+        config_version=endpoint.config_version,
         created=int(endpoint.created_at.timestamp()),
         traffic=tuple((_release_view(s.release, backends), s.weight) for s in splits),
         fallbacks=tuple(_release_view(f.release, backends) for f in chain),
@@ -345,7 +391,9 @@ class Catalog:
             return False
         return self.subscribed or now - loaded < UNSUBSCRIBED_TTL_S
 
-    async def _get(self, cache_key: tuple[Any, ...], loader: Callable[..., _T | None], *args: Any) -> _T | None:
+    async def _get(
+        self, cache_key: tuple[Any, ...], loader: Callable[..., _T | None], *args: Any
+    ) -> _T | None:
         entry = self._entries.get(cache_key)
         if entry is not None and self._fresh(entry, time.monotonic()):
             return entry[2]  # type: ignore[no-any-return]
@@ -356,7 +404,9 @@ class Catalog:
             pending.add_done_callback(lambda _: self._loading.pop(cache_key, None))
         return await asyncio.shield(pending)  # type: ignore[no-any-return]
 
-    async def _load(self, cache_key: tuple[Any, ...], loader: Callable[..., _T | None], *args: Any) -> _T | None:
+    async def _load(
+        self, cache_key: tuple[Any, ...], loader: Callable[..., _T | None], *args: Any
+    ) -> _T | None:
         epoch = self._epoch
         try:
             value = await sync_to_async(_in_thread, thread_sensitive=True)(loader, *args)

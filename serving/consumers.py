@@ -36,6 +36,7 @@ from serving.gateway import protocols
 from serving.gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
 from serving.gateway.pipeline import Call
 from serving.gateway.runtime import Gateway, get_gateway
+from serving.types import TokenChunk
 
 logger = logging.getLogger(__name__)
 MAX_PARALLEL_REQUESTS = 8
@@ -50,9 +51,18 @@ def _session_principal(user: Any, team_slug: str) -> Principal:
         raise Forbidden("say which team to act for with 'team' (the team's slug); you must be a member")
     team = found[0].team
     return Principal(
-        key_id=None, lookup_id="", digest="", name=user.get_username(), team_id=team.pk, team_slug=team.slug,
-        scopes=frozenset({KeyScope.INFERENCE}), endpoint_ids=frozenset(), expires_at=None, revoked_at=None,
-        limits=Limits(), budgets=(),
+        key_id=None,
+        lookup_id="",
+        digest="",
+        name=user.get_username(),
+        team_id=team.pk,
+        team_slug=team.slug,
+        scopes=frozenset({KeyScope.INFERENCE}),
+        endpoint_ids=frozenset(),
+        expires_at=None,
+        revoked_at=None,
+        limits=Limits(),
+        budgets=(),
     )
 
 
@@ -75,7 +85,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(code=4401 if exc.status in (401, 403) else 4503)
                 return
         elif not getattr(self.scope.get("user"), "is_authenticated", False):
-            await self._error("", Unauthorized("send 'Authorization: Bearer sb-...' or sign in to the console"))
+            await self._error(
+                "", Unauthorized("send 'Authorization: Bearer sb-...' or sign in to the console")
+            )
             await self.close(code=4401)
 
     async def disconnect(self, code: int) -> None:
@@ -96,10 +108,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._error(msg_id, BadRequest("'type' must be 'request' or 'cancel'"))
             return
         if not msg_id or msg_id in self.running:
-            await self._error(msg_id, BadRequest("give each request a unique 'id' (to match frames and cancel)"))
+            await self._error(
+                msg_id, BadRequest("give each request a unique 'id' (to match frames and cancel)")
+            )
             return
         if len(self.running) >= MAX_PARALLEL_REQUESTS:
-            await self._error(msg_id, BadRequest(f"at most {MAX_PARALLEL_REQUESTS} requests in flight per socket"))
+            await self._error(
+                msg_id, BadRequest(f"at most {MAX_PARALLEL_REQUESTS} requests in flight per socket")
+            )
             return
         task = asyncio.create_task(self._run(msg_id, content))
         self.running[msg_id] = (task, None)
@@ -110,14 +126,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return self.principal
         slug = str(content.get("team") or "")
         if slug not in self._session_principals:
-            self._session_principals[slug] = await database_sync_to_async(_session_principal)(self.scope["user"], slug)
+            self._session_principals[slug] = await database_sync_to_async(_session_principal)(
+                self.scope["user"], slug
+            )
         return self._session_principals[slug]
 
     async def _run(self, msg_id: str, content: dict[str, Any]) -> None:
         call: Call | None = None
         try:
             principal = await self._principal_for(content)
-            request = protocols.parse_chat({**content, "stream": True, "stream_options": {"include_usage": True}})
+            request = protocols.parse_chat(
+                {**content, "stream": True, "stream_options": {"include_usage": True}}
+            )
             call = Call(self.gateway, principal, request, new_request_id(None))
             self.running[msg_id] = (self.running[msg_id][0], call)
             await self._admit_and_open(call)
@@ -145,7 +165,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             raise
 
     async def _relay(self, msg_id: str, call: Call) -> None:
-        chunk = call.take_first()
+        chunk: TokenChunk | None = call.take_first()
         try:
             while chunk is not None and chunk.finish_reason is None:
                 if chunk.text and not chunk.special:
@@ -153,16 +173,36 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 chunk = await call.next_chunk()
         except BackendError as exc:
             call.settle_tokens()
-            call.finish(status="error", http_status=200, finish_reason="error", error_type=exc.error_type or "stream_error")
-            await self._send({"type": "error", "id": msg_id, "code": "incomplete_generation_stream", "status": 502,
-                              "message": f"the backend stream was interrupted: {exc.message}", **self._usage(call)})
+            call.finish(
+                status="error",
+                http_status=200,
+                finish_reason="error",
+                error_type=exc.error_type or "stream_error",
+            )
+            await self._send(
+                {
+                    "type": "error",
+                    "id": msg_id,
+                    "code": "incomplete_generation_stream",
+                    "status": 502,
+                    "message": f"the backend stream was interrupted: {exc.message}",
+                    **self._usage(call),
+                }
+            )
             return
         call.settle_tokens()
         reason = chunk.finish_reason if chunk is not None and chunk.finish_reason else "length"
         if chunk is not None and chunk.text and not chunk.special:
             await self.send_json({"type": "token", "id": msg_id, "text": chunk.text})
         call.finish(status="ok", http_status=200, finish_reason=reason)
-        await self._send({"type": "done", "id": msg_id, "finish_reason": protocols.openai_finish(reason), **self._usage(call)})
+        await self._send(
+            {
+                "type": "done",
+                "id": msg_id,
+                "finish_reason": protocols.openai_finish(reason),
+                **self._usage(call),
+            }
+        )
 
     async def _cancelled(self, msg_id: str, call: Call) -> None:
         call.cancel()
@@ -173,14 +213,29 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     @staticmethod
     def _usage(call: Call) -> dict[str, Any]:
-        usage = {"prompt_tokens": call.tokens_in, "completion_tokens": call.tokens_out,
-                 "total_tokens": call.tokens_in + call.tokens_out}
-        return {"usage": usage, **call.summary(), "elapsed_ms": round((time.perf_counter() - call.t0) * 1000, 1)}
+        usage = {
+            "prompt_tokens": call.tokens_in,
+            "completion_tokens": call.tokens_out,
+            "total_tokens": call.tokens_in + call.tokens_out,
+        }
+        return {
+            "usage": usage,
+            **call.summary(),
+            "elapsed_ms": round((time.perf_counter() - call.t0) * 1000, 1),
+        }
 
     async def _error(self, msg_id: str, exc: GatewayError) -> None:
         metrics.REJECTIONS.labels(exc.code).inc()
-        await self._send({"type": "error", "id": msg_id, "code": exc.code, "status": exc.status, "message": exc.message,
-                          **({"retry_after": exc.retry_after} if exc.retry_after else {})})
+        await self._send(
+            {
+                "type": "error",
+                "id": msg_id,
+                "code": exc.code,
+                "status": exc.status,
+                "message": exc.message,
+                **({"retry_after": exc.retry_after} if exc.retry_after else {}),
+            }
+        )
 
     async def _send(self, frame: dict[str, Any]) -> None:
         with contextlib.suppress(Exception):  # the socket may be gone (disconnect): nothing to tell

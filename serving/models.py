@@ -40,6 +40,9 @@ class UsageRecord(models.Model):
             models.Index(fields=["endpoint_id", "occurred_at"], name="usage_endpoint_time_idx"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.endpoint_name} {self.status}"
+
 
 class ScopeLimit(models.Model):
     """Rate limits for a team, one of its endpoints, or one of its backends.
@@ -57,7 +60,9 @@ class ScopeLimit(models.Model):
         "controlplane.Backend", null=True, blank=True, on_delete=models.CASCADE, related_name="scope_limits"
     )
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute")
-    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens (prompt + output) per minute")
+    tpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens (prompt + output) per minute"
+    )
     concurrency_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight")
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -68,20 +73,25 @@ class ScopeLimit(models.Model):
                 condition=~models.Q(endpoint__isnull=False, backend__isnull=False),
             ),
             models.UniqueConstraint(
-                fields=["team"], condition=models.Q(endpoint__isnull=True, backend__isnull=True),
+                fields=["team"],
+                condition=models.Q(endpoint__isnull=True, backend__isnull=True),
                 name="scopelimit_unique_team",
             ),
             models.UniqueConstraint(
-                fields=["endpoint"], condition=models.Q(endpoint__isnull=False), name="scopelimit_unique_endpoint"
+                fields=["endpoint"],
+                condition=models.Q(endpoint__isnull=False),
+                name="scopelimit_unique_endpoint",
             ),
             models.UniqueConstraint(
-                fields=["backend"], condition=models.Q(backend__isnull=False), name="scopelimit_unique_backend"
+                fields=["backend"],
+                condition=models.Q(backend__isnull=False),
+                name="scopelimit_unique_backend",
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} limits (team {self.team_id})"
 
     @property
     def scope(self) -> str:
         return "endpoint" if self.endpoint_id else "backend" if self.backend_id else "team"
-
-    def __str__(self) -> str:
-        return f"{self.scope} limits (team {self.team_id})"

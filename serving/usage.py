@@ -67,9 +67,26 @@ return #items
 """
 
 COLUMNS = (
-    "request_id", "occurred_at", "team_id", "api_key_id", "endpoint_id", "release_id", "model_version_id",
-    "endpoint_name", "release_name", "replica", "api", "tokens_in", "tokens_out", "cost_usd", "ttft_ms",
-    "latency_ms", "status", "http_status", "finish_reason", "error_type",
+    "request_id",
+    "occurred_at",
+    "team_id",
+    "api_key_id",
+    "endpoint_id",
+    "release_id",
+    "model_version_id",
+    "endpoint_name",
+    "release_name",
+    "replica",
+    "api",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "ttft_ms",
+    "latency_ms",
+    "status",
+    "http_status",
+    "finish_reason",
+    "error_type",
 )
 
 
@@ -93,7 +110,11 @@ class UsageBuffer:
     def add(self, record: dict[str, Any]) -> None:
         if len(self.pending) >= self.limit:
             self.overflowed += 1
-            logger.error("usage buffer full (%d records, Redis unreachable?): record %s lost", self.limit, record["request_id"])
+            logger.error(
+                "usage buffer full (%d records, Redis unreachable?): record %s lost",
+                self.limit,
+                record["request_id"],
+            )
             return
         self.pending.append(json.dumps(record, separators=(",", ":")).encode())
         metrics.USAGE_BUFFERED.set(len(self.pending))
@@ -121,7 +142,9 @@ class UsageBuffer:
         now = time.monotonic()
         if now - self._last_error_log > 5:
             self._last_error_log = now
-            logger.error("usage records cannot reach Redis: %d buffered in process, retrying", len(self.pending))
+            logger.error(
+                "usage records cannot reach Redis: %d buffered in process, retrying", len(self.pending)
+            )
 
     async def _request_drain(self) -> None:
         """At most one nudge a second, and always one after the last push (never left owed)."""
@@ -159,7 +182,9 @@ def drain(*, batch_size: int = BATCH_SIZE, max_batches: int = 50) -> int:
     try:
         for _ in range(max_batches):
             batch_id = uuid.uuid4().hex
-            items = claim(keys=[QUEUE, processing_key(batch_id), BATCHES], args=[batch_size, time.time(), batch_id])
+            items = claim(
+                keys=[QUEUE, processing_key(batch_id), BATCHES], args=[batch_size, time.time(), batch_id]
+            )
             if not items:
                 break
             inserted += write_batch(items)
@@ -178,7 +203,7 @@ def sweep(*, older_than_s: float = VISIBILITY_TIMEOUT_S) -> int:
     moved = 0
     try:
         for raw in client.zrangebyscore(BATCHES, "-inf", time.time() - older_than_s):
-            batch_id = raw.decode()
+            batch_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             moved += int(requeue(keys=[QUEUE, processing_key(batch_id), BATCHES], args=[batch_id]))
     finally:
         client.close()
@@ -198,7 +223,7 @@ def _parse(items: Iterable[bytes]) -> list[dict[str, Any]]:
     for item in items:
         try:
             record = json.loads(item)
-            record["request_id"]  # noqa: B018  (a record without its id cannot be made idempotent)
+            record["request_id"]
         except (ValueError, KeyError, TypeError):
             logger.error("unreadable usage record moved to %s", DEAD)
             _sync_client().rpush(DEAD, item)

@@ -31,7 +31,9 @@ class Target:
     def timeout(self) -> aiohttp.ClientTimeout:
         # sock_read bounds every wait for bytes, so a stalled stream ends instead of hanging.
         return aiohttp.ClientTimeout(
-            total=self.total_timeout_s, sock_connect=self.connect_timeout_s, sock_read=self.first_token_timeout_s
+            total=self.total_timeout_s,
+            sock_connect=self.connect_timeout_s,
+            sock_read=self.first_token_timeout_s,
         )
 
     def headers(self) -> dict[str, str]:
@@ -41,7 +43,9 @@ class Target:
 class BackendError(Exception):
     """A backend refused or failed. `retryable` says whether another replica may succeed."""
 
-    def __init__(self, message: str, *, status: int = 502, retryable: bool = True, error_type: str = "") -> None:
+    def __init__(
+        self, message: str, *, status: int = 502, retryable: bool = True, error_type: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status

@@ -13,7 +13,11 @@ _FINISH = {"stop": "eos_token"}
 
 
 def _completions_body(request: GenerationRequest, *, stream: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": request.model, "prompt": request.prompt, "max_tokens": request.max_tokens}
+    body: dict[str, Any] = {
+        "model": request.model,
+        "prompt": request.prompt,
+        "max_tokens": request.max_tokens,
+    }
     for name in ("temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty"):
         if request.params.get(name) is not None:
             body[name] = request.params[name]
@@ -27,7 +31,9 @@ def _completions_body(request: GenerationRequest, *, stream: bool) -> dict[str, 
 class OpenAIBackend(BackendClient):
     async def stream(self, target: Target, request: GenerationRequest) -> ChunkStream:
         if request.api == "chat":
-            response = await self._post(target, "/chat/completions", chat_body(request, model=request.model, stream=True))
+            response = await self._post(
+                target, "/chat/completions", chat_body(request, model=request.model, stream=True)
+            )
             return OpenAIStream(response, chat=True)
         response = await self._post(target, "/completions", _completions_body(request, stream=True))
         return OpenAIStream(response, chat=False)
@@ -35,9 +41,13 @@ class OpenAIBackend(BackendClient):
     async def generate(self, target: Target, request: GenerationRequest) -> Completion:
         chat = request.api == "chat"
         if chat:
-            payload, _ = await self._post_json(target, "/chat/completions", chat_body(request, model=request.model, stream=False))
+            payload, _ = await self._post_json(
+                target, "/chat/completions", chat_body(request, model=request.model, stream=False)
+            )
         else:
-            payload, _ = await self._post_json(target, "/completions", _completions_body(request, stream=False))
+            payload, _ = await self._post_json(
+                target, "/completions", _completions_body(request, stream=False)
+            )
         try:
             choice = payload["choices"][0]
         except (KeyError, IndexError, TypeError) as exc:
@@ -46,7 +56,8 @@ class OpenAIBackend(BackendClient):
         usage = payload.get("usage") or {}
         finish = str(choice.get("finish_reason") or "length")
         return Completion(
-            text=text, finish_reason=_FINISH.get(finish, finish),
+            text=text,
+            finish_reason=_FINISH.get(finish, finish),
             prompt_tokens=int(usage.get("prompt_tokens", request.prompt_tokens_estimate)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
         )

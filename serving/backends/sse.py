@@ -11,7 +11,12 @@ from serving.backends.base import BackendError, ChunkStream, StreamCut
 from serving.types import TokenChunk
 
 # OpenAI reports "stop" for both EOS and stop sequences; TGI's raw names are the canonical ones here.
-_OPENAI_FINISH = {"stop": "eos_token", "length": "length", "eos_token": "eos_token", "stop_sequence": "stop_sequence"}
+_OPENAI_FINISH = {
+    "stop": "eos_token",
+    "length": "length",
+    "eos_token": "eos_token",
+    "stop_sequence": "stop_sequence",
+}
 
 
 class _LineStream(ChunkStream):
@@ -42,7 +47,9 @@ def _stream_error(payload: dict[str, Any]) -> BackendError:
     error = payload.get("error")
     if isinstance(error, dict):
         status = int(error.get("http_status_code") or 502)
-        return BackendError(str(error.get("message", "")), status=status, retryable=status >= 500 or status == 429)
+        return BackendError(
+            str(error.get("message", "")), status=status, retryable=status >= 500 or status == 429
+        )
     error_type = str(payload.get("error_type", ""))
     status = {"validation": 422, "overloaded": 429}.get(error_type, 502)
     return BackendError(str(error), status=status, retryable=status != 422, error_type=error_type)
@@ -93,8 +100,10 @@ class OpenAIStream(_LineStream):
             raise StreamCut()
         usage = self.usage or {}
         return TokenChunk(
-            text="", finish_reason=self.finish,
-            prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
+            text="",
+            finish_reason=self.finish,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
         )
 
 
@@ -122,13 +131,19 @@ class TgiStream(_LineStream):
         token = payload.get("token") or {}
         if payload.get("generated_text") is None:
             return TokenChunk(
-                text=token.get("text", ""), token_id=token.get("id"),
-                special=bool(token.get("special")), logprob=token.get("logprob"),
+                text=token.get("text", ""),
+                token_id=token.get("id"),
+                special=bool(token.get("special")),
+                logprob=token.get("logprob"),
             )
         self.close()
         details = payload.get("details") or {}
         return TokenChunk(
-            text=token.get("text", ""), token_id=token.get("id"), special=bool(token.get("special")),
-            logprob=token.get("logprob"), finish_reason=details.get("finish_reason", "length"),
-            prompt_tokens=details.get("input_length"), completion_tokens=details.get("generated_tokens"),
+            text=token.get("text", ""),
+            token_id=token.get("id"),
+            special=bool(token.get("special")),
+            logprob=token.get("logprob"),
+            finish_reason=details.get("finish_reason", "length"),
+            prompt_tokens=details.get("input_length"),
+            completion_tokens=details.get("generated_tokens"),
         )

@@ -15,7 +15,16 @@ from serving.types import Completion, EmbeddingResult, GenerationRequest
 
 _FINISH_FROM_CHAT = {"stop": "eos_token"}
 # TGI native parameters that have no OpenAI name; passed through when a TGI client sends them.
-TGI_ONLY = ("top_k", "typical_p", "repetition_penalty", "watermark", "truncate", "grammar", "top_n_tokens", "do_sample")
+TGI_ONLY = (
+    "top_k",
+    "typical_p",
+    "repetition_penalty",
+    "watermark",
+    "truncate",
+    "grammar",
+    "top_n_tokens",
+    "do_sample",
+)
 
 
 def native_parameters(request: GenerationRequest) -> dict[str, Any]:
@@ -37,7 +46,11 @@ def native_parameters(request: GenerationRequest) -> dict[str, Any]:
 
 
 def chat_body(request: GenerationRequest, *, model: str, stream: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": list(request.messages), "max_tokens": request.max_tokens}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": list(request.messages),
+        "max_tokens": request.max_tokens,
+    }
     for name in ("temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty"):
         if request.params.get(name) is not None:
             body[name] = request.params[name]
@@ -54,14 +67,18 @@ class TgiBackend(BackendClient):
 
     async def stream(self, target: Target, request: GenerationRequest) -> ChunkStream:
         if request.api == "chat":
-            response = await self._post(target, "/v1/chat/completions", chat_body(request, model=self.chat_model, stream=True))
+            response = await self._post(
+                target, "/v1/chat/completions", chat_body(request, model=self.chat_model, stream=True)
+            )
             return OpenAIStream(response, chat=True)
         body = {"inputs": request.prompt, "parameters": native_parameters(request)}
         return TgiStream(await self._post(target, "/generate_stream", body))
 
     async def generate(self, target: Target, request: GenerationRequest) -> Completion:
         if request.api == "chat":
-            payload, _ = await self._post_json(target, "/v1/chat/completions", chat_body(request, model=self.chat_model, stream=False))
+            payload, _ = await self._post_json(
+                target, "/v1/chat/completions", chat_body(request, model=self.chat_model, stream=False)
+            )
             return _chat_completion(payload, request)
         body = {"inputs": request.prompt, "parameters": native_parameters(request)}
         payload, headers = await self._post_json(target, "/generate", body)
@@ -108,4 +125,6 @@ def embedding_result(payload: dict[str, Any]) -> EmbeddingResult:
         vectors = tuple(tuple(float(x) for x in row["embedding"]) for row in rows)
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError("backend embeddings answer is malformed") from exc
-    return EmbeddingResult(vectors=vectors, prompt_tokens=int((payload.get("usage") or {}).get("prompt_tokens", 0)))
+    return EmbeddingResult(
+        vectors=vectors, prompt_tokens=int((payload.get("usage") or {}).get("prompt_tokens", 0))
+    )

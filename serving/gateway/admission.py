@@ -165,12 +165,43 @@ def cost_usd(tokens_in: int, tokens_out: int, price_in: Decimal, price_out: Deci
 def _limit_ledgers(scope: str, prefix: str, limits: Limits, *, tokens: int, lease_ms: int) -> list[Ledger]:
     out = []
     if limits.rpm is not None:
-        out.append(Ledger(f"{scope} requests per minute", scope, "w", "requests", f"{prefix}:rpm", limits.rpm, 1, WINDOW_MS))
+        out.append(
+            Ledger(
+                f"{scope} requests per minute",
+                scope,
+                "w",
+                "requests",
+                f"{prefix}:rpm",
+                limits.rpm,
+                1,
+                WINDOW_MS,
+            )
+        )
     if limits.tpm is not None:
-        out.append(Ledger(f"{scope} tokens per minute", scope, "w", "tokens", f"{prefix}:tpm", limits.tpm, tokens, WINDOW_MS))
+        out.append(
+            Ledger(
+                f"{scope} tokens per minute",
+                scope,
+                "w",
+                "tokens",
+                f"{prefix}:tpm",
+                limits.tpm,
+                tokens,
+                WINDOW_MS,
+            )
+        )
     if limits.concurrency is not None:
         out.append(
-            Ledger(f"{scope} concurrent requests", scope, "c", "concurrency", f"{prefix}:cc", limits.concurrency, 1, lease_ms)
+            Ledger(
+                f"{scope} concurrent requests",
+                scope,
+                "c",
+                "concurrency",
+                f"{prefix}:cc",
+                limits.concurrency,
+                1,
+                lease_ms,
+            )
         )
     return out
 
@@ -180,10 +211,19 @@ def _budget_ledger(team_prefix: str, budget: BudgetView, *, amount: int, lease_m
     ttl = int(budget.period_end - now) + 7 * 86400 if budget.period_end else 0
     retry = max(1, math.ceil(budget.period_end - now)) if budget.period_end else None
     return Ledger(
-        name=f"{budget.scope} budget #{budget.id}", scope=budget.scope, kind="b", unit="budget",
-        key=f"{team_prefix}:bud:{budget.uid}:{start}", limit=budget.limit_nano if budget.hard else -1,
-        amount=amount, hold_ms=lease_ms, seed=budget.spent_nano, seed_ttl_s=max(ttl, 0),
-        budget_id=budget.id, budget_period_start=budget.period_start_iso, retry_after_s=retry,
+        name=f"{budget.scope} budget #{budget.id}",
+        scope=budget.scope,
+        kind="b",
+        unit="budget",
+        key=f"{team_prefix}:bud:{budget.uid}:{start}",
+        limit=budget.limit_nano if budget.hard else -1,
+        amount=amount,
+        hold_ms=lease_ms,
+        seed=budget.spent_nano,
+        seed_ttl_s=max(ttl, 0),
+        budget_id=budget.id,
+        budget_period_start=budget.period_start_iso,
+        retry_after_s=retry,
     )
 
 
@@ -207,10 +247,16 @@ def plan(scopes: AdmissionScopes, *, tokens: int, cost_nano: int, lease_ms: int)
     team = f"sb:{{t{scopes.team}}}"
     ledgers: list[Ledger] = []
     if scopes.key is not None:
-        ledgers += _limit_ledgers("key", f"{team}:key:{scopes.key}", scopes.key_limits, tokens=tokens, lease_ms=lease_ms)
+        ledgers += _limit_ledgers(
+            "key", f"{team}:key:{scopes.key}", scopes.key_limits, tokens=tokens, lease_ms=lease_ms
+        )
     ledgers += _limit_ledgers("team", f"{team}:team", scopes.team_limits, tokens=tokens, lease_ms=lease_ms)
-    ledgers += _limit_ledgers("endpoint", f"{team}:ep:{scopes.endpoint}", scopes.endpoint_limits, tokens=tokens, lease_ms=lease_ms)
-    ledgers += _limit_ledgers("backend", f"{team}:be:{scopes.backend}", scopes.backend_limits, tokens=tokens, lease_ms=lease_ms)
+    ledgers += _limit_ledgers(
+        "endpoint", f"{team}:ep:{scopes.endpoint}", scopes.endpoint_limits, tokens=tokens, lease_ms=lease_ms
+    )
+    ledgers += _limit_ledgers(
+        "backend", f"{team}:be:{scopes.backend}", scopes.backend_limits, tokens=tokens, lease_ms=lease_ms
+    )
     now = time.time()
     ledgers += [_budget_ledger(team, b, amount=cost_nano, lease_ms=lease_ms, now=now) for b in scopes.budgets]
     return ledgers
@@ -242,7 +288,8 @@ class Admission:
             raise _refusal(ledgers[int(result[1])], int(result[2]))
         remaining = [int(x) for x in result[1:]]
         return Reservation(
-            request_id=request_id, ledgers=tuple(ledgers),
+            request_id=request_id,
+            ledgers=tuple(ledgers),
             remaining_requests=_least(ledgers, remaining, "requests"),
             remaining_tokens=_least(ledgers, remaining, "tokens"),
         )
@@ -265,7 +312,9 @@ class Admission:
                 logger.error("settlement failed (attempt %d); retrying", attempt + 1)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        logger.critical("settlement of %s abandoned after retries: leases expire on their own", reservation.request_id)
+        logger.critical(
+            "settlement of %s abandoned after retries: leases expire on their own", reservation.request_id
+        )
 
 
 def _least(ledgers: list[Ledger], remaining: list[int], unit: str) -> int | None:

@@ -32,8 +32,12 @@ _SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, headers=headers,
-                    media_type="application/json")
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def error_response(api: str, exc: GatewayError, request_id: str) -> Response:
@@ -51,7 +55,9 @@ class RelayResponse(Response):
         # No super().__init__: that would add a Content-Length of the (empty) initial body.
         self.status_code = 200
         self.background = None
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {**_SSE_HEADERS, **headers}.items()]
+        self.raw_headers = [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in {**_SSE_HEADERS, **headers}.items()
+        ]
         self.call = call
         self.encoder = StreamEncoder(call.request, call.request_id)
         self.client_gone = False
@@ -93,15 +99,24 @@ class RelayResponse(Response):
             call.finish(status="cancelled", http_status=499, finish_reason="cancelled")
             return
         call.settle_tokens()
-        body = self.encoder.final(chunk, tokens_in=call.tokens_in, tokens_out=call.tokens_out, extra=call.summary())
+        body = self.encoder.final(
+            chunk, tokens_in=call.tokens_in, tokens_out=call.tokens_out, extra=call.summary()
+        )
         call.finish(status="ok", http_status=200, finish_reason=chunk.finish_reason or "length")
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _fail(self, send: Send, exc: BackendError) -> None:
         """A stream cut after tokens were sent: an error event, never a clean end; bill what was sent."""
         self.call.settle_tokens()
-        self.call.finish(status="error", http_status=200, finish_reason="error", error_type=exc.error_type or "stream_error")
-        body = self.encoder.error(f"the backend stream was interrupted: {exc.message}", "incomplete_generation_stream")
+        self.call.finish(
+            status="error",
+            http_status=200,
+            finish_reason="error",
+            error_type=exc.error_type or "stream_error",
+        )
+        body = self.encoder.error(
+            f"the backend stream was interrupted: {exc.message}", "incomplete_generation_stream"
+        )
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -129,8 +144,13 @@ async def _serve(call: Call) -> Response:
     call.settle_tokens(completed=completion)
     call.finish(status="ok", http_status=200, finish_reason=completion.finish_reason)
     body = protocols.completion_body(
-        call.request, call.request_id, text=completion.text, finish=completion.finish_reason,
-        tokens_in=call.tokens_in, tokens_out=call.tokens_out, extra=call.summary(),
+        call.request,
+        call.request_id,
+        text=completion.text,
+        finish=completion.finish_reason,
+        tokens_in=call.tokens_in,
+        tokens_out=call.tokens_out,
+        extra=call.summary(),
     )
     return _json(body, headers=call.headers(with_cost=True))
 
@@ -181,7 +201,9 @@ async def embeddings(request: Request, request_id: str) -> Response:
         raise
     assert call.prepared is not None
     tokens = result.prompt_tokens or call.prepared.generation.prompt_tokens_estimate
-    call.settle_tokens(completed=Completion(text="", finish_reason="stop", prompt_tokens=tokens, completion_tokens=0))
+    call.settle_tokens(
+        completed=Completion(text="", finish_reason="stop", prompt_tokens=tokens, completion_tokens=0)
+    )
     call.finish(status="ok", http_status=200, finish_reason="stop")
     data = [{"object": "embedding", "index": i, "embedding": list(v)} for i, v in enumerate(result.vectors)]
     usage = {"prompt_tokens": call.tokens_in, "total_tokens": call.tokens_in}
@@ -198,7 +220,8 @@ async def models(request: Request, request_id: str) -> Response:
         raise Unavailable("the key's team is being changed; retry shortly")
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": team.slug}
-        for endpoint_id, name, created in team.endpoints if principal.may_call(endpoint_id)
+        for endpoint_id, name, created in team.endpoints
+        if principal.may_call(endpoint_id)
     ]
     return _json({"object": "list", "data": data}, headers={"x-request-id": request_id})
 
@@ -207,7 +230,9 @@ def _tgi(*, stream: bool, compat: bool) -> Callable[[Request], Awaitable[Respons
     @_endpoint_route("generate")
     async def handler(request: Request, request_id: str) -> Response:
         body = protocols.parse_json(await request.body())
-        client = protocols.parse_generate(body, endpoint=request.path_params["name"], stream=stream, compat=compat)
+        client = protocols.parse_generate(
+            body, endpoint=request.path_params["name"], stream=stream, compat=compat
+        )
         return await _serve(await _principal_and_call(request, client, request_id))
 
     return handler
@@ -224,8 +249,17 @@ async def endpoint_chat(request: Request, request_id: str) -> Response:
 
 async def endpoint_info(request: Request) -> Response:
     name = request.path_params["name"]
-    return JSONResponse({"model_id": name, "model_sha": None, "router": "switchboard", "version": "1",
-                         "max_concurrent_requests": 128, "max_best_of": 1, "max_stop_sequences": 4})
+    return JSONResponse(
+        {
+            "model_id": name,
+            "model_sha": None,
+            "router": "switchboard",
+            "version": "1",
+            "max_concurrent_requests": 128,
+            "max_best_of": 1,
+            "max_stop_sequences": 4,
+        }
+    )
 
 
 async def endpoint_health(request: Request) -> Response:

@@ -40,7 +40,9 @@ BACKOFF_BASE_S = 0.05
 
 
 class Call:
-    def __init__(self, gateway: Gateway, principal: Principal, request: ClientRequest, request_id: str) -> None:
+    def __init__(
+        self, gateway: Gateway, principal: Principal, request: ClientRequest, request_id: str
+    ) -> None:
         self.gw = gateway
         self.principal = principal
         self.request = request
@@ -70,24 +72,26 @@ class Call:
         team = await self.gw.catalog.team(self.principal.team_id)
         endpoint = await self.gw.catalog.endpoint(self.principal.team_id, self.request.endpoint)
         if endpoint is None or team is None or not self.principal.may_call(endpoint.id):
-            raise NotFound(
-                f"no endpoint named '{self.request.endpoint}' for this key: GET /v1/models lists the ones it may call",
-                code="model_not_found",
-            )
+            message = f"no endpoint named '{self.request.endpoint}' for this key"
+            raise NotFound(f"{message}: GET /v1/models lists the ones it may call", code="model_not_found")
         self.endpoint = endpoint
         metrics.IN_FLIGHT.labels(endpoint.name).inc()
         principal = self.principal
-        subject = self.request.user or (f"key:{principal.lookup_id}" if principal.lookup_id else f"user:{principal.name}")
+        subject = self.request.user or (
+            f"key:{principal.lookup_id}" if principal.lookup_id else f"user:{principal.name}"
+        )
         primary = pick_release(endpoint, subject)
         self.release = primary
         self.prepared = self._prepare(primary)
-        self.candidates = [(primary, self.prepared)] + self._fallbacks(endpoint, primary)
+        self.candidates = [(primary, self.prepared), *self._fallbacks(endpoint, primary)]
         await self._reserve(team, endpoint)
 
     def _prepare(self, release: ReleaseView) -> Prepared:
         if self.request.api == "embeddings":
             tokens = sum(estimate_tokens(text) for text in self.request.inputs)
-            generation = GenerationRequest(api="embeddings", model=release.model_name, max_tokens=0, prompt_tokens_estimate=tokens)
+            generation = GenerationRequest(
+                api="embeddings", model=release.model_name, max_tokens=0, prompt_tokens_estimate=tokens
+            )
             return Prepared(generation=generation, affinity=None)
         return prepare(self.request, release)
 
@@ -107,17 +111,32 @@ class Call:
         generation = self.prepared.generation
         # Reserve the worst case over every release that may serve, so a fallback cannot overspend.
         worst = max(
-            nano_usd(p.generation.prompt_tokens_estimate, p.generation.max_tokens, r.price_in_per_mtok, r.price_out_per_mtok)
+            nano_usd(
+                p.generation.prompt_tokens_estimate,
+                p.generation.max_tokens,
+                r.price_in_per_mtok,
+                r.price_out_per_mtok,
+            )
             for r, p in self.candidates
         )
         lease_ms = int(max(r.backend.total_timeout_s for r, _ in self.candidates) * 1000) + LEASE_SLACK_MS
         scopes = AdmissionScopes(
-            team=team.uid, key=self.principal.lookup_id or None, endpoint=endpoint.uid, backend=self.release.backend.uid,
-            key_limits=self.principal.limits, team_limits=team.limits, endpoint_limits=endpoint.limits,
+            team=team.uid,
+            key=self.principal.lookup_id or None,
+            endpoint=endpoint.uid,
+            backend=self.release.backend.uid,
+            key_limits=self.principal.limits,
+            team_limits=team.limits,
+            endpoint_limits=endpoint.limits,
             backend_limits=self.release.backend.limits,
             budgets=(*self.principal.budgets, *team.budgets, *endpoint.budgets),
         )
-        ledgers = plan(scopes, tokens=generation.prompt_tokens_estimate + generation.max_tokens, cost_nano=worst, lease_ms=lease_ms)
+        ledgers = plan(
+            scopes,
+            tokens=generation.prompt_tokens_estimate + generation.max_tokens,
+            cost_nano=worst,
+            lease_ms=lease_ms,
+        )
         self.reservation = await self.gw.admission.reserve(self.request_id, ledgers)
 
     # --- dispatch with retries and fallback (before the first token only) -------------------------
@@ -163,7 +182,9 @@ class Call:
                 self._fail_attempt(release, decision, count=True)
                 failed.add(decision.replica_id)
         error_class = UpstreamTimeout if timed_out else UpstreamError
-        raise error_class(f"every backend failed before the first token ({last_error}); retry shortly", retry_after=1)
+        raise error_class(
+            f"every backend failed before the first token ({last_error}); retry shortly", retry_after=1
+        )
 
     def _fail_attempt(self, release: ReleaseView, decision: RouteDecision, *, count: bool) -> None:
         self.gw.book.end(decision.replica_id)
@@ -181,12 +202,16 @@ class Call:
         started = time.perf_counter()
         result: Completion | EmbeddingResult | None = None
         if streaming:
-            await asyncio.wait_for(self._first_token(client, target, prepared), timeout=backend.first_token_timeout_s)
+            await asyncio.wait_for(
+                self._first_token(client, target, prepared), timeout=backend.first_token_timeout_s
+            )
         elif prepared.generation.api == "embeddings":
             coro = client.embed(target, model=prepared.generation.model, inputs=list(self.request.inputs))
             result = await asyncio.wait_for(coro, timeout=backend.total_timeout_s)
         else:
-            result = await asyncio.wait_for(client.generate(target, prepared.generation), timeout=backend.total_timeout_s)
+            result = await asyncio.wait_for(
+                client.generate(target, prepared.generation), timeout=backend.total_timeout_s
+            )
         self.t_first = time.perf_counter()
         self.gw.book.success(decision.replica_id, backend, (self.t_first - started) * 1000)
         self.release, self.prepared, self.decision = release, prepared, decision
@@ -244,10 +269,14 @@ class Call:
             self.tokens_in, self.tokens_out = completed.prompt_tokens, completed.completion_tokens
         elif self.final is not None:
             self.tokens_in = self.final.prompt_tokens or estimate
-            self.tokens_out = self.final.completion_tokens if self.final.completion_tokens is not None else self.delivered
+            self.tokens_out = (
+                self.final.completion_tokens if self.final.completion_tokens is not None else self.delivered
+            )
         elif billable and self.first is not None:
             self.tokens_in, self.tokens_out = estimate, self.delivered  # a cut or cancelled stream
-        self.cost = cost_usd(self.tokens_in, self.tokens_out, self.release.price_in_per_mtok, self.release.price_out_per_mtok)
+        self.cost = cost_usd(
+            self.tokens_in, self.tokens_out, self.release.price_in_per_mtok, self.release.price_out_per_mtok
+        )
 
     def finish(self, *, status: str, http_status: int, finish_reason: str = "", error_type: str = "") -> None:
         if self.finished:
@@ -258,8 +287,17 @@ class Call:
         if self.decision is not None:
             self.gw.book.end(self.decision.replica_id)
         if self.reservation is not None and self.release is not None:
-            cost_nano = nano_usd(self.tokens_in, self.tokens_out, self.release.price_in_per_mtok, self.release.price_out_per_mtok)
-            self.gw.spawn(self.gw.admission.settle(self.reservation, tokens=self.tokens_in + self.tokens_out, cost_nano=cost_nano))
+            cost_nano = nano_usd(
+                self.tokens_in,
+                self.tokens_out,
+                self.release.price_in_per_mtok,
+                self.release.price_out_per_mtok,
+            )
+            self.gw.spawn(
+                self.gw.admission.settle(
+                    self.reservation, tokens=self.tokens_in + self.tokens_out, cost_nano=cost_nano
+                )
+            )
         if self.endpoint is not None:
             self._record(status, http_status, finish_reason, error_type)
 
@@ -268,18 +306,36 @@ class Call:
         latency_s = time.perf_counter() - self.t0
         ttft_ms = (self.t_first - self.t0) * 1000 if self.t_first else None
         release = self.release
-        budgets = [[ledger.budget_id, ledger.budget_period_start] for ledger in (self.reservation.ledgers if self.reservation else ())
-                   if ledger.budget_id is not None]
-        self.gw.usage.add({
-            "request_id": self.request_id, "occurred_at": self.occurred_at, "team_id": self.principal.team_id,
-            "api_key_id": self.principal.key_id, "endpoint_id": self.endpoint.id,
-            "release_id": release.id if release else None, "model_version_id": release.model_version_id if release else None,
-            "endpoint_name": self.endpoint.name, "release_name": release.name if release else "",
-            "replica": self.decision.url if self.decision else "", "api": self.request.api,
-            "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "cost_usd": str(self.cost),
-            "ttft_ms": ttft_ms, "latency_ms": latency_s * 1000, "status": status, "http_status": http_status,
-            "finish_reason": finish_reason, "error_type": error_type, "budgets": budgets if self.cost else [],
-        })
+        budgets = [
+            [ledger.budget_id, ledger.budget_period_start]
+            for ledger in (self.reservation.ledgers if self.reservation else ())
+            if ledger.budget_id is not None
+        ]
+        self.gw.usage.add(
+            {
+                "request_id": self.request_id,
+                "occurred_at": self.occurred_at,
+                "team_id": self.principal.team_id,
+                "api_key_id": self.principal.key_id,
+                "endpoint_id": self.endpoint.id,
+                "release_id": release.id if release else None,
+                "model_version_id": release.model_version_id if release else None,
+                "endpoint_name": self.endpoint.name,
+                "release_name": release.name if release else "",
+                "replica": self.decision.url if self.decision else "",
+                "api": self.request.api,
+                "tokens_in": self.tokens_in,
+                "tokens_out": self.tokens_out,
+                "cost_usd": str(self.cost),
+                "ttft_ms": ttft_ms,
+                "latency_ms": latency_s * 1000,
+                "status": status,
+                "http_status": http_status,
+                "finish_reason": finish_reason,
+                "error_type": error_type,
+                "budgets": budgets if self.cost else [],
+            }
+        )
         name = self.endpoint.name
         metrics.IN_FLIGHT.labels(name).dec()
         metrics.REQUESTS.labels(name, release.name if release else "", status).inc()
@@ -321,8 +377,11 @@ class Call:
     def summary(self) -> dict[str, Any]:
         """What the final stream event and the WebSocket's last frame report about the request."""
         return {
-            "request_id": self.request_id, "release": self.release.name if self.release else "",
-            "cost_usd": f"{self.cost:f}", "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+            "request_id": self.request_id,
+            "release": self.release.name if self.release else "",
+            "cost_usd": f"{self.cost:f}",
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
         }
 
 

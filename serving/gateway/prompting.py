@@ -24,8 +24,12 @@ class Rendered:
 def render(version: Any, variables: dict[str, Any]) -> Rendered:
     try:
         result = render_template(
-            prompt_name=version.prompt.name, version=version.version, system_message=version.system_message,
-            template=version.template, schema=version.variables_schema, variables=variables,
+            prompt_name=version.prompt.name,
+            version=version.version,
+            system_message=version.system_message,
+            template=version.template,
+            schema=version.variables_schema,
+            variables=variables,
         )
     except PromptRenderError as exc:
         raise BadRequest("prompt variables: " + "; ".join(exc.problems), code="invalid_variables") from exc

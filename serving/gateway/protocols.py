@@ -16,8 +16,22 @@ from serving.gateway.errors import BadRequest
 from serving.types import Api, TokenChunk
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
-_FLOAT_PARAMS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "frequency_penalty": (-2.0, 2.0), "presence_penalty": (-2.0, 2.0)}
-_TGI_PASSTHROUGH = ("top_k", "typical_p", "repetition_penalty", "watermark", "truncate", "grammar", "top_n_tokens", "do_sample")
+_FLOAT_PARAMS = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "presence_penalty": (-2.0, 2.0),
+}
+_TGI_PASSTHROUGH = (
+    "top_k",
+    "typical_p",
+    "repetition_penalty",
+    "watermark",
+    "truncate",
+    "grammar",
+    "top_n_tokens",
+    "do_sample",
+)
 _OPENAI_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 
 
@@ -140,9 +154,15 @@ def parse_chat(body: dict[str, Any]) -> ClientRequest:
     stream, include_usage = _stream_options(body)
     max_tokens = _int(body, "max_completion_tokens") or _int(body, "max_tokens")
     return ClientRequest(
-        api="chat", endpoint=_model(body), stream=stream, include_usage=include_usage,
-        messages=tuple(_content(m, i) for i, m in enumerate(messages)), max_tokens=max_tokens,
-        params=_common(body), variables=_variables(body), user=str(body.get("user") or ""),
+        api="chat",
+        endpoint=_model(body),
+        stream=stream,
+        include_usage=include_usage,
+        messages=tuple(_content(m, i) for i, m in enumerate(messages)),
+        max_tokens=max_tokens,
+        params=_common(body),
+        variables=_variables(body),
+        user=str(body.get("user") or ""),
     )
 
 
@@ -156,8 +176,14 @@ def parse_completion(body: dict[str, Any]) -> ClientRequest:
         raise BadRequest("'suffix' is not supported: put the text into the prompt")
     stream, include_usage = _stream_options(body)
     return ClientRequest(
-        api="completions", endpoint=_model(body), stream=stream, include_usage=include_usage, prompt=prompt,
-        max_tokens=_int(body, "max_tokens"), params=_common(body), variables=_variables(body),
+        api="completions",
+        endpoint=_model(body),
+        stream=stream,
+        include_usage=include_usage,
+        prompt=prompt,
+        max_tokens=_int(body, "max_tokens"),
+        params=_common(body),
+        variables=_variables(body),
         user=str(body.get("user") or ""),
     )
 
@@ -178,9 +204,15 @@ def parse_generate(body: dict[str, Any], *, endpoint: str, stream: bool, compat:
     if compat:
         stream = bool(body.get("stream", False))
     return ClientRequest(
-        api="generate", endpoint=endpoint, stream=stream, prompt=inputs,
-        max_tokens=_int(raw, "max_new_tokens"), params=params, variables=_variables(body),
-        details=bool(raw.get("details", False)), return_full_text=bool(raw.get("return_full_text") or False),
+        api="generate",
+        endpoint=endpoint,
+        stream=stream,
+        prompt=inputs,
+        max_tokens=_int(raw, "max_new_tokens"),
+        params=params,
+        variables=_variables(body),
+        details=bool(raw.get("details", False)),
+        return_full_text=bool(raw.get("return_full_text") or False),
         compat_list=compat and not stream,
     )
 
@@ -192,7 +224,9 @@ def parse_embeddings(body: dict[str, Any]) -> ClientRequest:
         raise BadRequest("'input' must be a non-empty string or a list of non-empty strings")
     if len(inputs) > 256:
         raise BadRequest("'input' may hold at most 256 strings per request")
-    return ClientRequest(api="embeddings", endpoint=_model(body), inputs=tuple(inputs), user=str(body.get("user") or ""))
+    return ClientRequest(
+        api="embeddings", endpoint=_model(body), inputs=tuple(inputs), user=str(body.get("user") or "")
+    )
 
 
 # --- encoding -------------------------------------------------------------------------------------
@@ -234,14 +268,23 @@ class StreamEncoder:
             self.index += 1
             if not chunk.special:
                 self.text.append(chunk.text)
-            details = {"finish_reason": reason, "generated_tokens": tokens_out, "seed": None, "input_length": tokens_in}
+            details = {
+                "finish_reason": reason,
+                "generated_tokens": tokens_out,
+                "seed": None,
+                "input_length": tokens_in,
+            }
             return sse(self._tgi_event(chunk, final=details))
         out = b""
         if chunk.text and not chunk.special:
             out += sse(self._openai_event(chunk.text, None))
         out += sse(self._openai_event(None, openai_finish(reason)))
         if self.request.include_usage:
-            usage = {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
+            usage = {
+                "prompt_tokens": tokens_in,
+                "completion_tokens": tokens_out,
+                "total_tokens": tokens_in + tokens_out,
+            }
             event = {**self._envelope(), "choices": [], "usage": usage, "switchboard": extra}
             out += sse(event)
         return out + DONE
@@ -256,7 +299,8 @@ class StreamEncoder:
         return {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-{self.request_id}",
             "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": self.created, "model": self.request.endpoint,
+            "created": self.created,
+            "model": self.request.endpoint,
         }
 
     def _openai_event(self, text: str | None, finish: str | None) -> dict[str, Any]:
@@ -269,7 +313,8 @@ class StreamEncoder:
 
     def _tgi_event(self, chunk: TokenChunk, *, final: dict[str, Any] | None) -> dict[str, Any]:
         token = {
-            "id": chunk.token_id if chunk.token_id is not None else 0, "text": chunk.text,
+            "id": chunk.token_id if chunk.token_id is not None else 0,
+            "text": chunk.text,
             "logprob": chunk.logprob if chunk.logprob is not None else 0.0,
             "special": chunk.special or (final is not None and chunk.token_id is None and not chunk.text),
         }
@@ -279,22 +324,40 @@ class StreamEncoder:
             if self.request.return_full_text:
                 generated = self.request.prompt + generated
         return {
-            "index": self.index, "token": token, "generated_text": generated,
+            "index": self.index,
+            "token": token,
+            "generated_text": generated,
             "details": final if (final is not None and self.request.details) else None,
         }
 
 
 def completion_body(
-    request: ClientRequest, request_id: str, *, text: str, finish: str, tokens_in: int, tokens_out: int,
+    request: ClientRequest,
+    request_id: str,
+    *,
+    text: str,
+    finish: str,
+    tokens_in: int,
+    tokens_out: int,
     extra: dict[str, Any],
 ) -> Any:
     if request.api == "generate":
         generated = request.prompt + text if request.return_full_text else text
         body: dict[str, Any] = {"generated_text": generated}
         if request.details:
-            body["details"] = {"finish_reason": finish, "generated_tokens": tokens_out, "seed": None, "prefill": [], "tokens": []}
+            body["details"] = {
+                "finish_reason": finish,
+                "generated_tokens": tokens_out,
+                "seed": None,
+                "prefill": [],
+                "tokens": [],
+            }
         return [body] if request.compat_list else body
-    usage = {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
+    usage = {
+        "prompt_tokens": tokens_in,
+        "completion_tokens": tokens_out,
+        "total_tokens": tokens_in + tokens_out,
+    }
     chat = request.api == "chat"
     choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": openai_finish(finish)}
     if chat:
@@ -302,8 +365,12 @@ def completion_body(
     else:
         choice["text"] = text
     return {
-        "id": f"{'chatcmpl' if chat else 'cmpl'}-{request_id}", "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()), "model": request.endpoint, "choices": [choice], "usage": usage,
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{request_id}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": request.endpoint,
+        "choices": [choice],
+        "usage": usage,
         "switchboard": extra,
     }
 

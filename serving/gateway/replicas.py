@@ -49,11 +49,18 @@ class ReplicaBook:
             state = self.state(replica.id)
             circuit = circuit_view(state.circuit, now)
             half_open = circuit.state == "half_open"
-            available = state.healthy and (circuit.state == "closed" or (half_open and not state.circuit.probing))
+            available = state.healthy and (
+                circuit.state == "closed" or (half_open and not state.circuit.probing)
+            )
             out.append(
                 ReplicaSnapshot(
-                    id=replica.id, url=replica.url, weight=replica.weight, outstanding=state.outstanding,
-                    latency_ms=state.latency_ms, available=available, half_open=half_open,
+                    id=replica.id,
+                    url=replica.url,
+                    weight=replica.weight,
+                    outstanding=state.outstanding,
+                    latency_ms=state.latency_ms,
+                    available=available,
+                    half_open=half_open,
                 )
             )
         return out
@@ -63,7 +70,10 @@ class ReplicaBook:
         state.outstanding += 1
         if probe:
             state.circuit = Circuit(
-                state="half_open", failures=state.circuit.failures, open_until=state.circuit.open_until, probing=True
+                state="half_open",
+                failures=state.circuit.failures,
+                open_until=state.circuit.open_until,
+                probing=True,
             )
 
     def end(self, replica_id: int) -> None:
@@ -80,8 +90,10 @@ class ReplicaBook:
     def failure(self, replica_id: int, backend: BackendView) -> None:
         state = self.state(replica_id)
         state.circuit = circuit_after_failure(
-            state.circuit, time.monotonic(),
-            threshold=backend.circuit_failure_threshold, cooldown_s=backend.circuit_cooldown_s,
+            state.circuit,
+            time.monotonic(),
+            threshold=backend.circuit_failure_threshold,
+            cooldown_s=backend.circuit_cooldown_s,
         )
         self._publish(replica_id, backend, state)
 

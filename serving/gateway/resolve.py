@@ -29,8 +29,18 @@ from serving.types import GenerationRequest
 
 DEFAULT_MAX_TOKENS = 256
 _PER_MESSAGE_TOKENS = 4
-_DEFAULT_PARAM_NAMES = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "seed", "stop", "top_k",
-                        "repetition_penalty", "typical_p", "do_sample")
+_DEFAULT_PARAM_NAMES = (
+    "temperature",
+    "top_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "stop",
+    "top_k",
+    "repetition_penalty",
+    "typical_p",
+    "do_sample",
+)
 
 
 def estimate_tokens(text: str) -> int:
@@ -44,8 +54,11 @@ def estimate_messages(messages: tuple[dict[str, Any], ...] | list[dict[str, Any]
 def pick_release(endpoint: EndpointView, subject: str) -> ReleaseView:
     """The traffic policy's choice for this subject: deterministic, so a user stays on one arm."""
     if not endpoint.traffic:
-        raise Unavailable(f"endpoint '{endpoint.name}' has no release with traffic; ask its owner to set a policy",
-                          retry_after=30, code="endpoint_not_serving")
+        raise Unavailable(
+            f"endpoint '{endpoint.name}' has no release with traffic; ask its owner to set a policy",
+            retry_after=30,
+            code="endpoint_not_serving",
+        )
     if len(endpoint.traffic) == 1:
         return endpoint.traffic[0][0]
     index = pick_weighted([w for _, w in endpoint.traffic], sticky_bucket(endpoint.id, subject))
@@ -61,7 +74,9 @@ class Prepared:
 def _max_tokens(client: ClientRequest, release: ReleaseView) -> tuple[int, bool]:
     if client.max_tokens is not None:
         return client.max_tokens, True
-    default = release.defaults.get("max_tokens") or release.defaults.get("max_new_tokens") or DEFAULT_MAX_TOKENS
+    default = (
+        release.defaults.get("max_tokens") or release.defaults.get("max_new_tokens") or DEFAULT_MAX_TOKENS
+    )
     return int(default), False
 
 
@@ -115,7 +130,9 @@ def prefix_of(messages: list[dict[str, Any]], prompt: str) -> str:
     """The part of a conversation that repeats across its turns: all but the last message."""
     if messages:
         head = messages[:-1] if len(messages) > 1 else messages
-        return json.dumps(head, separators=(",", ":"))[:2048] if len(messages) > 1 else head[0]["content"][:256]
+        return (
+            json.dumps(head, separators=(",", ":"))[:2048] if len(messages) > 1 else head[0]["content"][:256]
+        )
     return prompt[:256]
 
 
@@ -137,7 +154,12 @@ def prepare(client: ClientRequest, release: ReleaseView) -> Prepared:
         prompt_tokens = estimate_tokens(prompt)
     max_tokens = _fit(prompt_tokens, max_tokens, explicit, window)
     generation = GenerationRequest(
-        api=client.api, model=release.model_name, max_tokens=max_tokens, messages=tuple(messages), prompt=prompt,
-        params=_params(client, release), prompt_tokens_estimate=prompt_tokens,
+        api=client.api,
+        model=release.model_name,
+        max_tokens=max_tokens,
+        messages=tuple(messages),
+        prompt=prompt,
+        params=_params(client, release),
+        prompt_tokens_estimate=prompt_tokens,
     )
     return Prepared(generation=generation, affinity=affinity_key(prefix_of(messages, prompt)))

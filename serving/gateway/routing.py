@@ -47,7 +47,9 @@ def stable_hash(value: str) -> int:
 @lru_cache(maxsize=256)
 def hash_ring(replica_ids: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Sorted ring points and the replica owning each; cached per replica set."""
-    points = sorted((stable_hash(f"replica:{rid}:{i}"), rid) for rid in replica_ids for i in range(VIRTUAL_NODES))
+    points = sorted(
+        (stable_hash(f"replica:{rid}:{i}"), rid) for rid in replica_ids for i in range(VIRTUAL_NODES)
+    )
     return tuple(p for p, _ in points), tuple(r for _, r in points)
 
 

@@ -36,7 +36,11 @@ class Gateway:
         self.catalog = Catalog()
         self.book = ReplicaBook()
         self.redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, max_connections=256, retry_on_timeout=False
+            redis_url,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            max_connections=256,
+            retry_on_timeout=False,
         )
         self.admission = Admission(self.redis)
         self.usage = UsageBuffer(self.redis)
@@ -97,8 +101,11 @@ class Gateway:
     @staticmethod
     def target(backend: BackendView, url: str) -> Target:
         return Target(
-            url=url, credential=backend.credential, connect_timeout_s=backend.connect_timeout_s,
-            first_token_timeout_s=backend.first_token_timeout_s, total_timeout_s=backend.total_timeout_s,
+            url=url,
+            credential=backend.credential,
+            connect_timeout_s=backend.connect_timeout_s,
+            first_token_timeout_s=backend.first_token_timeout_s,
+            total_timeout_s=backend.total_timeout_s,
         )
 
     async def _health_loop(self) -> None:
@@ -107,12 +114,23 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
-            backends = {r.backend.id: r.backend for e in self.catalog.cached_endpoints()
-                        for r in [*(t[0] for t in e.traffic), *e.fallbacks]}
-            due = [b for b in backends.values() if now - last.get(b.id, 0.0) >= max(b.health_check_interval_s, 1.0)]
+            backends = {
+                r.backend.id: r.backend
+                for e in self.catalog.cached_endpoints()
+                for r in [*(t[0] for t in e.traffic), *e.fallbacks]
+            }
+            due = [
+                b
+                for b in backends.values()
+                if now - last.get(b.id, 0.0) >= max(b.health_check_interval_s, 1.0)
+            ]
             for backend in due:
                 last[backend.id] = now
-            checks = [self._check(backend, replica.id, replica.url) for backend in due for replica in backend.replicas]
+            checks = [
+                self._check(backend, replica.id, replica.url)
+                for backend in due
+                for replica in backend.replicas
+            ]
             if checks:
                 await asyncio.gather(*checks, return_exceptions=True)
 
@@ -120,7 +138,9 @@ class Gateway:
         healthy = await self.clients[backend.kind].health(self.target(backend, url))
         state = self.book.state(replica_id)
         if healthy != state.healthy:
-            logger.warning("replica %s of %s is now %s", replica_id, backend.name, "healthy" if healthy else "unhealthy")
+            logger.warning(
+                "replica %s of %s is now %s", replica_id, backend.name, "healthy" if healthy else "unhealthy"
+            )
         self.book.set_health(replica_id, backend, healthy)
 
 

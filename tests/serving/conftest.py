@@ -50,9 +50,17 @@ def actor() -> Any:
 
 
 def deploy(
-    urls: list[str], *, name: str = "chat", kind: str = "engine", price_in: str = "0.10", price_out: str = "0.20",
-    team: Any = None, key_kwargs: dict[str, Any] | None = None, backend_settings: dict[str, Any] | None = None,
-    context_window: int = 1024, served_model_name: str = "",
+    urls: list[str],
+    *,
+    name: str = "chat",
+    kind: str = "engine",
+    price_in: str = "0.10",
+    price_out: str = "0.20",
+    team: Any = None,
+    key_kwargs: dict[str, Any] | None = None,
+    backend_settings: dict[str, Any] | None = None,
+    context_window: int = 1024,
+    served_model_name: str = "",
 ) -> Deployment:
     """A team (unless given) with one backend, model version, release, endpoint and inference key."""
     from controlplane.services.backends import ReplicaSpec, backend_create
@@ -68,18 +76,36 @@ def deploy(
         slug = f"t-{uuid.uuid4().hex[:10]}"
         team = team_create(name=slug, slug=slug, actor=actor())
     backend = backend_create(
-        team=team, name=f"{name}-backend", kind=kind, actor=actor(), replicas=[ReplicaSpec(url=u) for u in urls],
-        settings={"max_concurrency": 1000, "first_token_timeout_s": 20.0, "circuit_cooldown_s": 30,
-                  "circuit_failure_threshold": 3, **(backend_settings or {})},
+        team=team,
+        name=f"{name}-backend",
+        kind=kind,
+        actor=actor(),
+        replicas=[ReplicaSpec(url=u) for u in urls],
+        settings={
+            "max_concurrency": 1000,
+            "first_token_timeout_s": 20.0,
+            "circuit_cooldown_s": 30,
+            "circuit_failure_threshold": 3,
+            **(backend_settings or {}),
+        },
     )
     model = model_version_create(
-        team=team, name=f"{name}-model", backend=backend, actor=actor(), hf_repo_id="switchboard/demo-random-llama",
-        hf_revision="0" * 40, context_window=context_window, served_model_name=served_model_name or "demo",
-        input_price_per_mtok=Decimal(price_in), output_price_per_mtok=Decimal(price_out),
+        team=team,
+        name=f"{name}-model",
+        backend=backend,
+        actor=actor(),
+        hf_repo_id="switchboard/demo-random-llama",
+        hf_revision="0" * 40,
+        context_window=context_window,
+        served_model_name=served_model_name or "demo",
+        input_price_per_mtok=Decimal(price_in),
+        output_price_per_mtok=Decimal(price_out),
     )
     release = release_create(team=team, name=f"{name}-v1", model_version=model, actor=actor())
     endpoint = endpoint_create(team=team, name=name, actor=actor(), traffic=[TrafficEntry(release, 100)])
-    key, secret = api_key_create(team=team, name=f"{name}-key", scopes=["inference"], actor=actor(), **(key_kwargs or {}))
+    key, secret = api_key_create(
+        team=team, name=f"{name}-key", scopes=["inference"], actor=actor(), **(key_kwargs or {})
+    )
     return Deployment(team, backend, model, release, endpoint, key, secret)
 
 

@@ -35,20 +35,30 @@ async def _fire(urls: list[str], secret: str, count: int, max_tokens: int) -> li
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
 
         async def one(i: int) -> tuple[int, dict, dict]:
-            async with session.post(f"{urls[i % len(urls)]}/v1/chat/completions", json=body, headers=headers) as r:
+            async with session.post(
+                f"{urls[i % len(urls)]}/v1/chat/completions", json=body, headers=headers
+            ) as r:
                 return r.status, await r.json(), dict(r.headers)
 
         return await asyncio.gather(*(one(i) for i in range(count)))
 
 
-def test_hard_budget_admits_exactly_what_it_can_pay_for_across_two_processes(engine, two_webs, celery_worker_process) -> None:
+def test_hard_budget_admits_exactly_what_it_can_pay_for_across_two_processes(
+    engine, two_webs, celery_worker_process
+):
     from controlplane.services.budgets import budget_create
 
     # Output at $1000 per million tokens, input free: 2 tokens cost exactly $0.002 reserved and settled.
     d = deploy([engine.url], price_in="0", price_out="1000")
     allowed = 7
-    budget = budget_create(team=d.team, name="tight", scope="team", period="month",
-                           limit_usd=Decimal("0.002") * allowed, actor=actor())
+    budget = budget_create(
+        team=d.team,
+        name="tight",
+        scope="team",
+        period="month",
+        limit_usd=Decimal("0.002") * allowed,
+        actor=actor(),
+    )
     results = asyncio.run(_fire([w.url for w in two_webs], d.secret, 100, max_tokens=2))
     statuses = Counter(status for status, _, _ in results)
     assert statuses == {200: allowed, 429: 100 - allowed}
@@ -64,7 +74,7 @@ def test_hard_budget_admits_exactly_what_it_can_pay_for_across_two_processes(eng
     assert wait_for(lambda: Budget.objects.get(pk=budget.pk).spent_usd == total)
 
 
-def test_key_rpm_limit_is_exact_across_two_processes(engine, two_webs) -> None:
+def test_key_rpm_limit_is_exact_across_two_processes(engine, two_webs):
     d = deploy([engine.url], key_kwargs={"rpm_limit": 10})
     results = asyncio.run(_fire([w.url for w in two_webs], d.secret, 30, max_tokens=1))
     statuses = Counter(status for status, _, _ in results)
@@ -76,7 +86,7 @@ def test_key_rpm_limit_is_exact_across_two_processes(engine, two_webs) -> None:
     assert remaining == list(range(10))
 
 
-def test_team_tokens_per_minute_limit_counts_reserved_tokens(engine, two_webs) -> None:
+def test_team_tokens_per_minute_limit_counts_reserved_tokens(engine, two_webs):
     from serving.models import ScopeLimit
 
     d = deploy([engine.url])

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,12 +28,20 @@ def engine_pair() -> Iterator[list[EngineProcess]]:
         engine.stop()
 
 
-async def _stream(session: aiohttp.ClientSession, url: str, secret: str, started: asyncio.Event, max_tokens: int) -> dict:
+async def _stream(
+    session: aiohttp.ClientSession, url: str, secret: str, started: asyncio.Event, max_tokens: int
+) -> dict:
     """Reads one SSE stream to its end; returns what arrived and how it ended."""
-    body = {"model": "chat", "messages": [{"role": "user", "content": "tell me a long story"}],
-            "max_tokens": max_tokens, "stream": True}
-    out = {"tokens": 0, "error": None, "done": False, "replica": "", "request_id": ""}
-    async with session.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}) as r:
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+        "max_tokens": max_tokens,
+        "stream": True,
+    }
+    out: dict[str, Any] = {"tokens": 0, "error": None, "done": False, "replica": "", "request_id": ""}
+    async with session.post(
+        f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}
+    ) as r:
         out["replica"], out["request_id"] = r.headers["x-switchboard-replica"], r.headers["x-request-id"]
         async for raw in r.content:
             line = raw.strip()
@@ -50,7 +59,7 @@ async def _stream(session: aiohttp.ClientSession, url: str, secret: str, started
 
 def test_killed_replica_cuts_its_streams_with_an_error_and_new_requests_go_elsewhere(
     engine_pair, web, celery_worker_process
-) -> None:
+):
     victim, survivor = engine_pair
     d = deploy([victim.url, survivor.url])
     victim_replica = d.backend.replicas.get(url=victim.url).pk
@@ -65,8 +74,11 @@ def test_killed_replica_cuts_its_streams_with_an_error_and_new_requests_go_elsew
             after = []
             for _ in range(8):
                 body = {"model": "chat", "messages": [{"role": "user", "content": "again"}], "max_tokens": 3}
-                async with session.post(f"{web.url}/v1/chat/completions", json=body,
-                                        headers={"Authorization": f"Bearer {d.secret}"}) as r:
+                async with session.post(
+                    f"{web.url}/v1/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {d.secret}"},
+                ) as r:
                     after.append(r.status)
             return finished, after
 
@@ -83,7 +95,7 @@ def test_killed_replica_cuts_its_streams_with_an_error_and_new_requests_go_elsew
     assert 0 < record.tokens_out < 700
 
 
-def test_fallback_from_a_dead_tgi_backend_to_a_hosted_openai_compatible_one(engine, web) -> None:
+def test_fallback_from_a_dead_tgi_backend_to_a_hosted_openai_compatible_one(engine, web):
     from controlplane.services.backends import ReplicaSpec, backend_create
     from controlplane.services.catalog import model_version_create
     from controlplane.services.endpoints import endpoint_set_fallbacks
@@ -91,20 +103,41 @@ def test_fallback_from_a_dead_tgi_backend_to_a_hosted_openai_compatible_one(engi
 
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here: the self-hosted TGI is down
     d = deploy([dead], kind="tgi")
-    hosted = backend_create(team=d.team, name="hosted", kind="openai", actor=actor(), credentials="test-hosted-token",
-                            replicas=[ReplicaSpec(url=f"{engine.url}/v1")])
-    model = model_version_create(team=d.team, name="hosted-model", backend=hosted, actor=actor(),
-                                 hf_repo_id="switchboard/demo-random-llama", hf_revision="1" * 40,
-                                 context_window=1024, served_model_name="hosted-demo")
+    hosted = backend_create(
+        team=d.team,
+        name="hosted",
+        kind="openai",
+        actor=actor(),
+        credentials="test-hosted-token",
+        replicas=[ReplicaSpec(url=f"{engine.url}/v1")],
+    )
+    model = model_version_create(
+        team=d.team,
+        name="hosted-model",
+        backend=hosted,
+        actor=actor(),
+        hf_repo_id="switchboard/demo-random-llama",
+        hf_revision="1" * 40,
+        context_window=1024,
+        served_model_name="hosted-demo",
+    )
     fallback = release_create(team=d.team, name="hosted-v1", model_version=model, actor=actor())
     endpoint_set_fallbacks(endpoint=d.endpoint, releases=[fallback], actor=actor())
 
     async def call(stream: bool) -> tuple[int, str, str]:
-        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": stream}
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{web.url}/v1/chat/completions", json=body,
-                                    headers={"Authorization": f"Bearer {d.secret}"}) as r:
-                return r.status, r.headers.get("x-switchboard-release", ""), await r.text()
+        body = {
+            "model": "chat",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4,
+            "stream": stream,
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{web.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {d.secret}"}
+            ) as r,
+        ):
+            return r.status, r.headers.get("x-switchboard-release", ""), await r.text()
 
     status, release, text = asyncio.run(call(stream=False))
     assert (status, release) == (200, "hosted-v1")
@@ -114,15 +147,18 @@ def test_fallback_from_a_dead_tgi_backend_to_a_hosted_openai_compatible_one(engi
     assert text.rstrip().endswith("data: [DONE]")
 
 
-def test_all_backends_down_is_a_502_not_a_hang(web) -> None:
+def test_all_backends_down_is_a_502_not_a_hang(web):
     d = deploy([f"http://127.0.0.1:{free_port()}"], kind="tgi")
 
     async def call() -> tuple[int, dict]:
         body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{web.url}/v1/chat/completions", json=body,
-                                    headers={"Authorization": f"Bearer {d.secret}"}) as r:
-                return r.status, await r.json()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{web.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {d.secret}"}
+            ) as r,
+        ):
+            return r.status, await r.json()
 
     status, body = asyncio.run(call())
     assert status == 502

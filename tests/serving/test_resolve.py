@@ -13,29 +13,55 @@ from serving.gateway.resolve import estimate_messages, prepare
 
 
 def _release(window: int = 200, defaults: dict | None = None, prompt=None) -> ReleaseView:
-    backend = BackendView(id=1, uid="1.0", name="b", kind="engine", credential="", replicas=(), max_concurrency=1,
-                          health_check_interval_s=10, circuit_failure_threshold=3, circuit_cooldown_s=30,
-                          connect_timeout_s=1, first_token_timeout_s=1, total_timeout_s=1, limits=Limits())
-    return ReleaseView(id=1, name="r", model_version_id=1, model_name="m", context_window=window,
-                       price_in_per_mtok=Decimal(0), price_out_per_mtok=Decimal(0), defaults=defaults or {},
-                       prompt_version=prompt, backend=backend)
+    backend = BackendView(
+        id=1,
+        uid="1.0",
+        name="b",
+        kind="engine",
+        credential="",
+        replicas=(),
+        max_concurrency=1,
+        health_check_interval_s=10,
+        circuit_failure_threshold=3,
+        circuit_cooldown_s=30,
+        connect_timeout_s=1,
+        first_token_timeout_s=1,
+        total_timeout_s=1,
+        limits=Limits(),
+    )
+    return ReleaseView(
+        id=1,
+        name="r",
+        model_version_id=1,
+        model_name="m",
+        context_window=window,
+        price_in_per_mtok=Decimal(0),
+        price_out_per_mtok=Decimal(0),
+        defaults=defaults or {},
+        prompt_version=prompt,
+        backend=backend,
+    )
 
 
 def _chat(messages, **extra):
     return parse_chat({"model": "e", "messages": messages, **extra})
 
 
-def test_release_defaults_apply_and_the_request_wins() -> None:
+def test_release_defaults_apply_and_the_request_wins():
     release = _release(defaults={"temperature": 0.2, "max_tokens": 17, "top_p": 0.5})
     prepared = prepare(_chat([{"role": "user", "content": "hi"}], temperature=0.9), release)
     assert prepared.generation.params == {"temperature": 0.9, "top_p": 0.5}
     assert prepared.generation.max_tokens == 17
 
 
-def test_old_turns_are_dropped_first_keeping_system_and_last_message() -> None:
+def test_old_turns_are_dropped_first_keeping_system_and_last_message():
     long = "x" * 240  # ~81 tokens each by the estimate
-    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": long},
-                {"role": "assistant", "content": long}, {"role": "user", "content": "and now?"}]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": long},
+        {"role": "assistant", "content": long},
+        {"role": "user", "content": "and now?"},
+    ]
     prepared = prepare(_chat(messages, max_tokens=50), _release(window=200))
     kept = [m["content"] for m in prepared.generation.messages]
     assert kept == ["be brief", long, "and now?"] or kept == ["be brief", "and now?"]
@@ -43,24 +69,35 @@ def test_old_turns_are_dropped_first_keeping_system_and_last_message() -> None:
     assert kept[0] == "be brief" and kept[-1] == "and now?"
 
 
-def test_a_prompt_that_cannot_fit_is_a_400_naming_the_sizes() -> None:
+def test_a_prompt_that_cannot_fit_is_a_400_naming_the_sizes():
     with pytest.raises(BadRequest, match="context window of 200"):
         prepare(parse_completion({"model": "e", "prompt": "y" * 900, "max_tokens": 10}), _release(window=200))
 
 
-def test_without_max_tokens_the_output_budget_shrinks_to_fit() -> None:
+def test_without_max_tokens_the_output_budget_shrinks_to_fit():
     prepared = prepare(parse_completion({"model": "e", "prompt": "y" * 450}), _release(window=200))
     assert prepared.generation.max_tokens == 200 - prepared.generation.prompt_tokens_estimate
 
 
-def test_prompt_version_is_rendered_with_request_variables() -> None:
+def test_prompt_version_is_rendered_with_request_variables():
     from types import SimpleNamespace
 
-    version = SimpleNamespace(prompt=SimpleNamespace(name="support"), version=3, system_message="You help {{ customer }}.",
-                              template="Ticket: {{ ticket }}", variables_schema={})
+    version = SimpleNamespace(
+        prompt=SimpleNamespace(name="support"),
+        version=3,
+        system_message="You help {{ customer }}.",
+        template="Ticket: {{ ticket }}",
+        variables_schema={},
+    )
     release = _release(prompt=version)
-    prepared = prepare(_chat([{"role": "user", "content": "status?"}],
-                             variables={"customer": "ACME", "ticket": "T-1"}), release)
-    assert [m["content"] for m in prepared.generation.messages] == ["You help ACME.", "Ticket: T-1", "status?"]
+    prepared = prepare(
+        _chat([{"role": "user", "content": "status?"}], variables={"customer": "ACME", "ticket": "T-1"}),
+        release,
+    )
+    assert [m["content"] for m in prepared.generation.messages] == [
+        "You help ACME.",
+        "Ticket: T-1",
+        "status?",
+    ]
     with pytest.raises(BadRequest, match="ticket"):
         prepare(_chat([{"role": "user", "content": "status?"}], variables={"customer": "ACME"}), release)

@@ -12,7 +12,7 @@ from tests.serving.conftest import deploy
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_inference_client_generates_and_streams_through_the_endpoint(engine, web) -> None:
+def test_inference_client_generates_and_streams_through_the_endpoint(engine, web):
     d = deploy([engine.url])
     client = InferenceClient(base_url=f"{web.url}/endpoints/chat", api_key=d.secret)
     output = client.text_generation("def add(a, b):", max_new_tokens=6, details=True)
@@ -24,14 +24,14 @@ def test_inference_client_generates_and_streams_through_the_endpoint(engine, web
     assert tokens[-1].generated_text == "".join(t.token.text for t in tokens if not t.token.special)
 
 
-def test_inference_client_chat_stream_under_the_endpoint_path(engine, web) -> None:
+def test_inference_client_chat_stream_under_the_endpoint_path(engine, web):
     d = deploy([engine.url])
     client = InferenceClient(base_url=f"{web.url}/endpoints/chat", api_key=d.secret)
     chunks = list(client.chat_completion([{"role": "user", "content": "hello"}], max_tokens=4, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
-def test_async_inference_client_and_native_generate_route(engine, web) -> None:
+def test_async_inference_client_and_native_generate_route(engine, web):
     d = deploy([engine.url])
 
     async def run() -> str:
@@ -43,7 +43,8 @@ def test_async_inference_client_and_native_generate_route(engine, web) -> None:
     import urllib.request
 
     request = urllib.request.Request(
-        f"{web.url}/endpoints/chat/generate", method="POST",
+        f"{web.url}/endpoints/chat/generate",
+        method="POST",
         data=json.dumps({"inputs": "x = 1", "parameters": {"max_new_tokens": 3, "details": True}}).encode(),
         headers={"Authorization": f"Bearer {d.secret}", "Content-Type": "application/json"},
     )

@@ -38,28 +38,54 @@ def private_redis(tmp_path: Path) -> Iterator[ValkeyServer]:
 
 def _worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--pool", "solo", "--loglevel", "WARNING",
-         "-n", f"{name}@%h"], cwd=REPO_ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "controlplane",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "-n",
+            f"{name}@%h",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
     )
 
 
 def _chat(web: WebProcess, secret: str) -> tuple[int, dict, dict]:
-    body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}).encode()
-    request = urllib.request.Request(f"{web.url}/v1/chat/completions", data=body, method="POST",
-                                     headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+    body = json.dumps(
+        {"model": "chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    ).encode()
+    request = urllib.request.Request(
+        f"{web.url}/v1/chat/completions",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read()), {k.lower(): v for k, v in response.headers.items()}
+            return (
+                response.status,
+                json.loads(response.read()),
+                {k.lower(): v for k, v in response.headers.items()},
+            )
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read()), {k.lower(): v for k, v in error.headers.items()}
 
 
-def test_usage_records_arrive_exactly_once_after_a_worker_is_killed_mid_batch(engine, private_redis) -> None:
+def test_usage_records_arrive_exactly_once_after_a_worker_is_killed_mid_batch(engine, private_redis):
     from controlplane.services.budgets import budget_create
 
     env = subprocess_env(REDIS_URL=private_redis.connection_url)
     d = deploy([engine.url])
-    budget = budget_create(team=d.team, name="watch", scope="team", period="month", limit_usd=Decimal(100), actor=actor())
+    budget = budget_create(
+        team=d.team, name="watch", scope="team", period="month", limit_usd=Decimal(100), actor=actor()
+    )
     web = spawn_web(env)
     doomed = None
     try:
@@ -80,21 +106,25 @@ def test_usage_records_arrive_exactly_once_after_a_worker_is_killed_mid_batch(en
             broker = Celery("test", broker=private_redis.connection_url)
             broker.send_task("serving.usage_sweep", kwargs={"older_than_s": 0}, queue="switchboard")
             assert wait_for(lambda: redis.zcard(BATCHES) == 0 and redis.llen(QUEUE) == 0, timeout=60)
-            broker.send_task("serving.usage_drain", queue="switchboard")  # and a replay of the same batch is a no-op
+            broker.send_task(
+                "serving.usage_drain", queue="switchboard"
+            )  # and a replay of the same batch is a no-op
         finally:
             fresh.terminate()
             fresh.wait(timeout=20)
         rows = UsageRecord.objects.filter(team_id=d.team.pk)
         assert rows.count() == 12
         assert len(set(rows.values_list("request_id", flat=True))) == 12
-        assert Budget.objects.get(pk=budget.pk).spent_usd == spent_before_replay == sum(r.cost_usd for r in rows)
+        assert (
+            Budget.objects.get(pk=budget.pk).spent_usd == spent_before_replay == sum(r.cost_usd for r in rows)
+        )
     finally:
         if doomed is not None and doomed.poll() is None:
             doomed.kill()
         web.stop()
 
 
-def test_redis_down_gives_503_with_retry_after_never_401(engine, private_redis) -> None:
+def test_redis_down_gives_503_with_retry_after_never_401(engine, private_redis):
     env = subprocess_env(REDIS_URL=private_redis.connection_url)
     d = deploy([engine.url])
     web = spawn_web(env)

@@ -35,18 +35,27 @@ def _engine_metric(engine: EngineProcess, name: str) -> float:
 async def _socket(web_url: str, secret: str | None) -> tuple[aiohttp.ClientSession, Any]:
     session = aiohttp.ClientSession()
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    ws = await session.ws_connect(f"{web_url.replace('http', 'ws')}/ws/chat/", headers=headers, origin=web_url)
+    ws = await session.ws_connect(
+        f"{web_url.replace('http', 'ws')}/ws/chat/", headers=headers, origin=web_url
+    )
     return session, ws
 
 
-def test_websocket_streams_tokens_and_a_final_frame_with_usage_and_release(engine, web) -> None:
+def test_websocket_streams_tokens_and_a_final_frame_with_usage_and_release(engine, web):
     d = deploy([engine.url])
 
     async def run() -> list[dict]:
         session, ws = await _socket(web.url, d.secret)
-        await ws.send_json({"type": "request", "id": "a", "model": "chat", "max_tokens": 6,
-                            "messages": [{"role": "user", "content": "hi"}]})
-        frames = []
+        await ws.send_json(
+            {
+                "type": "request",
+                "id": "a",
+                "model": "chat",
+                "max_tokens": 6,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        )
+        frames: list[dict] = []
         while not frames or frames[-1]["type"] == "token":
             frames.append(await ws.receive_json(timeout=60))
         await ws.close()
@@ -61,14 +70,21 @@ def test_websocket_streams_tokens_and_a_final_frame_with_usage_and_release(engin
     assert float(final["cost_usd"]) > 0
 
 
-def test_websocket_cancel_stops_the_upstream_generation(own_engine, web, celery_worker_process) -> None:
+def test_websocket_cancel_stops_the_upstream_generation(own_engine, web, celery_worker_process):
     d = deploy([own_engine.url])
     dropped_before = _engine_metric(own_engine, "tgi_request_failure")
 
     async def run() -> dict:
         session, ws = await _socket(web.url, d.secret)
-        await ws.send_json({"type": "request", "id": "long", "model": "chat", "max_tokens": 900,
-                            "messages": [{"role": "user", "content": "write a novel"}]})
+        await ws.send_json(
+            {
+                "type": "request",
+                "id": "long",
+                "model": "chat",
+                "max_tokens": 900,
+                "messages": [{"role": "user", "content": "write a novel"}],
+            }
+        )
         tokens = 0
         while tokens < 5:
             frame = await ws.receive_json(timeout=60)
@@ -91,7 +107,7 @@ def test_websocket_cancel_stops_the_upstream_generation(own_engine, web, celery_
     assert record.tokens_out == final["usage"]["completion_tokens"]
 
 
-def test_websocket_without_credentials_gets_a_typed_error_and_is_closed(web) -> None:
+def test_websocket_without_credentials_gets_a_typed_error_and_is_closed(web):
     async def run() -> tuple[dict, Any]:
         session, ws = await _socket(web.url, None)
         frame = await ws.receive_json(timeout=10)

@@ -21,7 +21,10 @@ class Command(BaseCommand):
             raise CommandError("no demo endpoint yet: start `make run` (it runs register_engine) first")
         name = f"demo key {timezone.now():%Y-%m-%d %H:%M:%S.%f}"
         _, secret = api_key_create(
-            team=endpoint.team, name=name, scopes=[KeyScope.INFERENCE], endpoints=[endpoint],
+            team=endpoint.team,
+            name=name,
+            scopes=[KeyScope.INFERENCE],
+            endpoints=[endpoint],
             actor=Actor.system("demo_key"),
         )
         self.stdout.write(secret)
