@@ -66,7 +66,8 @@ def test_hard_budget_admits_exactly_what_it_can_pay_for_across_two_processes(
     assert all(body["error"]["code"] == "budget_exceeded" for body, _ in refused)
     assert all(int(headers["Retry-After"]) > 0 for _, headers in refused)
     # The ledger: every request recorded once, and settled spend never above the limit.
-    assert wait_for(lambda: UsageRecord.objects.filter(team_id=d.team.pk).count() == 100)
+    recorded = wait_for(lambda: UsageRecord.objects.filter(team_id=d.team.pk).count() == 100, timeout=60)
+    assert recorded, f"{UsageRecord.objects.filter(team_id=d.team.pk).count()} of 100 usage records arrived"
     spent = UsageRecord.objects.filter(team_id=d.team.pk, status="ok")
     total = sum((r.cost_usd for r in spent), Decimal(0))
     assert spent.count() == allowed
