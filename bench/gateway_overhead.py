@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: make the project importable
 PY = sys.executable
 LITELLM_VENV = REPO / "bench" / ".litellm-venv"
 LITELLM_VERSION = "1.108.7"
@@ -485,7 +486,6 @@ def main() -> int:
     litellm = None if args.skip_litellm else ensure_litellm()
     workdir = Path(tempfile.mkdtemp(prefix="sb-gwbench-"))
     procs: list[Proc] = []
-    sys.path.insert(0, str(REPO))
     from controlplane.stack import EmbeddedStack, _create_database
 
     stack = EmbeddedStack(root=workdir / "stack")
@@ -514,8 +514,10 @@ def main() -> int:
             cwd=REPO,
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         )
+        if made.returncode:
+            raise RuntimeError(f"creating the bench objects failed:\n{made.stdout}\n{made.stderr}")
         key = next(line.split()[1] for line in made.stdout.splitlines() if line.startswith("KEY "))
         procs.append(
             start(

@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
-from typing import Any, Literal
+from typing import Literal
 
 import redis.asyncio as aioredis
 
@@ -38,14 +38,18 @@ WINDOW_MS = 60_000
 LEASE_SLACK_MS = 30_000
 NANO_PER_USD = Decimal(1_000_000_000)
 
-_CHECK_STRIDE = 6  # kind, limit, amount, hold_ms, seed, seed_ttl_s
-_KEY_STRIDE = 3  # ledger zset, ledger sum, spent counter (budgets only)
-
+# Keys: one ledger key per check (its sorted set); the running sum and, for budgets, the settled
+# spend live beside it under the same hash tag (`<key>:s`, `<key>:p`). ARGV[2] is one compact spec
+# string, "kind,limit,amount,hold_ms,seed,seed_ttl_s;..." (one argument instead of forty: packing
+# arguments is most of a Redis call's cost in the client).
 ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rid = ARGV[1]
-local n = tonumber(ARGV[2])
+local specs = {}
+for kind, limit, amount, hold, seed, ttl in string.gmatch(ARGV[2], '(%a),(-?%d+),(%d+),(%d+),(%d+),(%d+);') do
+  specs[#specs + 1] = {kind, tonumber(limit), amount, tonumber(hold), seed, tonumber(ttl)}
+end
 local function purge(z, s)
   local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
   if #expired > 0 then
@@ -57,15 +61,14 @@ local function purge(z, s)
   return tonumber(redis.call('GET', s) or '0')
 end
 local remaining = {}
-for i = 0, n - 1 do
-  local a = 3 + i * 6
-  local kind, limit, amount = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local z, s, spent = KEYS[1 + i * 3], KEYS[2 + i * 3], KEYS[3 + i * 3]
-  local used = purge(z, s)
+for i, spec in ipairs(specs) do
+  local kind, limit, amount = spec[1], spec[2], tonumber(spec[3])
+  local z = KEYS[i]
+  local used = purge(z, z .. ':s')
   if kind == 'b' then
-    local ttl = tonumber(ARGV[a + 5])
-    if ttl > 0 then redis.call('SET', spent, ARGV[a + 4], 'NX', 'EX', ttl)
-    else redis.call('SET', spent, ARGV[a + 4], 'NX') end
+    local spent = z .. ':p'
+    if spec[6] > 0 then redis.call('SET', spent, spec[5], 'NX', 'EX', spec[6])
+    else redis.call('SET', spent, spec[5], 'NX') end
     used = used + tonumber(redis.call('GET', spent))
   end
   if limit >= 0 and used + amount > limit then
@@ -74,53 +77,51 @@ for i = 0, n - 1 do
       local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
       if first[2] then retry = tonumber(first[2]) - now end
     end
-    return {0, i, retry}
+    return {0, i - 1, retry}
   end
-  remaining[i + 1] = limit >= 0 and (limit - used - amount) or -1
+  remaining[i] = limit >= 0 and (limit - used - amount) or -1
 end
-for i = 0, n - 1 do
-  local a = 3 + i * 6
-  local amount, hold = ARGV[a + 2], tonumber(ARGV[a + 3])
-  local z, s = KEYS[1 + i * 3], KEYS[2 + i * 3]
+for i, spec in ipairs(specs) do
+  local z, amount, hold = KEYS[i], spec[3], spec[4]
   redis.call('ZADD', z, now + hold, rid .. '|' .. amount)
-  redis.call('INCRBY', s, amount)
+  redis.call('INCRBY', z .. ':s', amount)
   if redis.call('PTTL', z) < hold then
     redis.call('PEXPIRE', z, hold + 1000)
-    redis.call('PEXPIRE', s, hold + 1000)
+    redis.call('PEXPIRE', z .. ':s', hold + 1000)
   end
 end
 return {1, unpack(remaining)}
 """
 
-# Per touched ledger: kind, reserved, actual, seed, seed_ttl_s. Window ledgers keep the member's
-# time and swap its amount for the actual one; leases end; budgets add the actual cost to spend.
+# Settles many requests at once. ARGV[1]: "key_index,kind,rid,reserved,actual,seed,seed_ttl_s;..."
+# Window ledgers keep the member's time and swap its amount for the actual one; leases end;
+# budgets add the actual cost to the settled spend.
 SETTLE_LUA = """
-local rid = ARGV[1]
-local n = tonumber(ARGV[2])
-for i = 0, n - 1 do
-  local a = 3 + i * 5
-  local kind, reserved, actual = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local z, s, spent = KEYS[1 + i * 3], KEYS[2 + i * 3], KEYS[3 + i * 3]
-  local member = rid .. '|' .. ARGV[a + 1]
+for ki, kind, rid, reserved, actual, seed, ttl in
+    string.gmatch(ARGV[1], '(%d+),(%a),([^,]+),(%d+),(%d+),(%d+),(%d+);') do
+  local z = KEYS[tonumber(ki)]
+  local member = rid .. '|' .. reserved
   if kind == 'w' then
     local score = redis.call('ZSCORE', z, member)
     if score then
       redis.call('ZREM', z, member)
-      redis.call('ZADD', z, score, rid .. '|' .. ARGV[a + 2])
-      redis.call('INCRBY', s, actual - reserved)
+      redis.call('ZADD', z, score, rid .. '|' .. actual)
+      redis.call('INCRBY', z .. ':s', tonumber(actual) - tonumber(reserved))
     end
   else
-    if redis.call('ZREM', z, member) == 1 then redis.call('DECRBY', s, reserved) end
+    if redis.call('ZREM', z, member) == 1 then redis.call('DECRBY', z .. ':s', reserved) end
     if kind == 'b' then
-      local ttl = tonumber(ARGV[a + 4])
-      if ttl > 0 then redis.call('SET', spent, ARGV[a + 3], 'NX', 'EX', ttl)
-      else redis.call('SET', spent, ARGV[a + 3], 'NX') end
+      local spent = z .. ':p'
+      if tonumber(ttl) > 0 then redis.call('SET', spent, seed, 'NX', 'EX', ttl)
+      else redis.call('SET', spent, seed, 'NX') end
       redis.call('INCRBY', spent, actual)
     end
   end
 end
 return 1
 """
+
+SETTLE_BATCH = 256
 
 Kind = Literal["w", "c", "b"]
 
@@ -262,25 +263,34 @@ def plan(scopes: AdmissionScopes, *, tokens: int, cost_nano: int, lease_ms: int)
     return ledgers
 
 
-def _keys(ledgers: tuple[Ledger, ...] | list[Ledger]) -> list[str]:
-    keys: list[str] = []
-    for ledger in ledgers:
-        keys += [f"{ledger.key}:z", f"{ledger.key}:sum", f"{ledger.key}:spent"]
-    return keys
+def _spec(ledgers: list[Ledger]) -> str:
+    return "".join(f"{x.kind},{x.limit},{x.amount},{x.hold_ms},{x.seed},{x.seed_ttl_s};" for x in ledgers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settlement:
+    reservation: Reservation
+    tokens: int
+    cost_nano: int
 
 
 class Admission:
+    """Reserves in one script call per request; settles in batches, off the request path.
+
+    Settling late only holds reservations a few milliseconds longer, which can refuse but never
+    over-admit: the safe direction. Batching makes the request path one Redis call, not two.
+    """
+
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self._admit = client.register_script(ADMIT_LUA)
         self._settle = client.register_script(SETTLE_LUA)
+        self._pending: list[_Settlement] = []
+        self._wake = asyncio.Event()
 
     async def reserve(self, request_id: str, ledgers: list[Ledger]) -> Reservation:
-        args: list[Any] = [request_id, len(ledgers)]
-        for ledger in ledgers:
-            args += [ledger.kind, ledger.limit, ledger.amount, ledger.hold_ms, ledger.seed, ledger.seed_ttl_s]
         try:
-            result = await self._admit(keys=_keys(ledgers), args=args)
+            result = await self._admit(keys=[x.key for x in ledgers], args=[request_id, _spec(ledgers)])
         except (aioredis.RedisError, OSError) as exc:
             logger.error("admission failed: Redis unavailable (refusing: budgets fail closed)")
             raise Unavailable("rate limits and budgets cannot be checked right now; retry shortly") from exc
@@ -294,27 +304,57 @@ class Admission:
             remaining_tokens=_least(ledgers, remaining, "tokens"),
         )
 
-    async def settle(self, reservation: Reservation, *, tokens: int, cost_nano: int) -> None:
-        """Swaps reserved amounts for actual ones and ends the leases; retried, never dropped."""
-        touched = [ledger for ledger in reservation.ledgers if ledger.unit != "requests"]
-        if not touched:
-            return
-        args: list[Any] = [reservation.request_id, len(touched)]
-        for ledger in touched:
-            actual = cost_nano if ledger.kind == "b" else tokens if ledger.kind == "w" else ledger.amount
-            args += [ledger.kind, ledger.amount, actual, ledger.seed, ledger.seed_ttl_s]
+    def settle(self, reservation: Reservation, *, tokens: int, cost_nano: int) -> None:
+        """Queues the swap of reserved amounts for actual ones; `run` applies it within milliseconds."""
+        if any(ledger.unit != "requests" for ledger in reservation.ledgers):
+            self._pending.append(_Settlement(reservation, tokens, cost_nano))
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Applies queued settlements in batches; on Redis errors retries, never drops."""
         delay = 0.1
-        for attempt in range(8):
-            try:
-                await self._settle(keys=_keys(touched), args=args)
-                return
-            except (aioredis.RedisError, OSError):
-                logger.error("settlement failed (attempt %d); retrying", attempt + 1)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        logger.critical(
-            "settlement of %s abandoned after retries: leases expire on their own", reservation.request_id
-        )
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0.002)  # let a few settlements gather: one script call for many
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:SETTLE_BATCH]
+                try:
+                    await self._apply(batch)
+                except (aioredis.RedisError, OSError):
+                    logger.error("settling %d requests failed; retrying in %.1fs", len(batch), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delay = 0.1
+                del self._pending[: len(batch)]
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch = self._pending[:SETTLE_BATCH]
+            await self._apply(batch)
+            del self._pending[: len(batch)]
+
+    async def _apply(self, batch: list[_Settlement]) -> None:
+        keys: dict[str, int] = {}
+        parts = []
+        for item in batch:
+            for ledger in item.reservation.ledgers:
+                if ledger.unit == "requests":
+                    continue
+                index = keys.setdefault(ledger.key, len(keys) + 1)
+                actual = (
+                    item.cost_nano
+                    if ledger.kind == "b"
+                    else item.tokens
+                    if ledger.kind == "w"
+                    else ledger.amount
+                )
+                parts.append(
+                    f"{index},{ledger.kind},{item.reservation.request_id},{ledger.amount},{actual},"
+                    f"{ledger.seed},{ledger.seed_ttl_s};"
+                )
+        await self._settle(keys=list(keys), args=["".join(parts)])
 
 
 def _least(ledgers: list[Ledger], remaining: list[int], unit: str) -> int | None:

@@ -201,17 +201,18 @@ class Call:
         self.t_dispatch = self.t_dispatch or time.perf_counter()
         started = time.perf_counter()
         result: Completion | EmbeddingResult | None = None
+        # asyncio.timeout, not wait_for: no extra task per attempt on the hot path.
         if streaming:
-            await asyncio.wait_for(
-                self._first_token(client, target, prepared), timeout=backend.first_token_timeout_s
-            )
+            async with asyncio.timeout(backend.first_token_timeout_s):
+                await self._first_token(client, target, prepared)
         elif prepared.generation.api == "embeddings":
-            coro = client.embed(target, model=prepared.generation.model, inputs=list(self.request.inputs))
-            result = await asyncio.wait_for(coro, timeout=backend.total_timeout_s)
+            async with asyncio.timeout(backend.total_timeout_s):
+                result = await client.embed(
+                    target, model=prepared.generation.model, inputs=list(self.request.inputs)
+                )
         else:
-            result = await asyncio.wait_for(
-                client.generate(target, prepared.generation), timeout=backend.total_timeout_s
-            )
+            async with asyncio.timeout(backend.total_timeout_s):
+                result = await client.generate(target, prepared.generation)
         self.t_first = time.perf_counter()
         self.gw.book.success(decision.replica_id, backend, (self.t_first - started) * 1000)
         self.release, self.prepared, self.decision = release, prepared, decision
@@ -293,10 +294,8 @@ class Call:
                 self.release.price_in_per_mtok,
                 self.release.price_out_per_mtok,
             )
-            self.gw.spawn(
-                self.gw.admission.settle(
-                    self.reservation, tokens=self.tokens_in + self.tokens_out, cost_nano=cost_nano
-                )
+            self.gw.admission.settle(
+                self.reservation, tokens=self.tokens_in + self.tokens_out, cost_nano=cost_nano
             )
         if self.endpoint is not None:
             self._record(status, http_status, finish_reason, error_type)

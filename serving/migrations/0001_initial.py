@@ -5,41 +5,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='UsageRecord',
+            name="UsageRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('request_id', models.CharField(max_length=64, unique=True)),
-                ('occurred_at', models.DateTimeField(db_index=True)),
-                ('team_id', models.BigIntegerField(db_index=True)),
-                ('api_key_id', models.BigIntegerField(blank=True, null=True)),
-                ('endpoint_id', models.BigIntegerField(blank=True, null=True)),
-                ('release_id', models.BigIntegerField(blank=True, null=True)),
-                ('model_version_id', models.BigIntegerField(blank=True, null=True)),
-                ('endpoint_name', models.CharField(blank=True, default='', max_length=100)),
-                ('release_name', models.CharField(blank=True, default='', max_length=100)),
-                ('replica', models.CharField(blank=True, default='', max_length=500)),
-                ('api', models.CharField(blank=True, default='', max_length=32)),
-                ('tokens_in', models.PositiveIntegerField(default=0)),
-                ('tokens_out', models.PositiveIntegerField(default=0)),
-                ('cost_usd', models.DecimalField(decimal_places=10, default=Decimal('0'), max_digits=18)),
-                ('ttft_ms', models.FloatField(blank=True, null=True)),
-                ('latency_ms', models.FloatField(default=0)),
-                ('status', models.CharField(max_length=16)),
-                ('http_status', models.PositiveSmallIntegerField(default=200)),
-                ('finish_reason', models.CharField(blank=True, default='', max_length=32)),
-                ('error_type', models.CharField(blank=True, default='', max_length=64)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("request_id", models.CharField(max_length=64, unique=True)),
+                ("occurred_at", models.DateTimeField(db_index=True)),
+                ("team_id", models.BigIntegerField(db_index=True)),
+                ("api_key_id", models.BigIntegerField(blank=True, null=True)),
+                ("endpoint_id", models.BigIntegerField(blank=True, null=True)),
+                ("release_id", models.BigIntegerField(blank=True, null=True)),
+                ("model_version_id", models.BigIntegerField(blank=True, null=True)),
+                ("endpoint_name", models.CharField(blank=True, default="", max_length=100)),
+                ("release_name", models.CharField(blank=True, default="", max_length=100)),
+                ("replica", models.CharField(blank=True, default="", max_length=500)),
+                ("api", models.CharField(blank=True, default="", max_length=32)),
+                ("tokens_in", models.PositiveIntegerField(default=0)),
+                ("tokens_out", models.PositiveIntegerField(default=0)),
+                ("cost_usd", models.DecimalField(decimal_places=10, default=Decimal("0"), max_digits=18)),
+                ("ttft_ms", models.FloatField(blank=True, null=True)),
+                ("latency_ms", models.FloatField(default=0)),
+                ("status", models.CharField(max_length=16)),
+                ("http_status", models.PositiveSmallIntegerField(default=200)),
+                ("finish_reason", models.CharField(blank=True, default="", max_length=32)),
+                ("error_type", models.CharField(blank=True, default="", max_length=64)),
             ],
             options={
-                'ordering': ['-occurred_at'],
-                'indexes': [models.Index(fields=['team_id', 'occurred_at'], name='usage_team_time_idx'), models.Index(fields=['endpoint_id', 'occurred_at'], name='usage_endpoint_time_idx')],
+                "ordering": ["-occurred_at"],
+                "indexes": [
+                    models.Index(fields=["team_id", "occurred_at"], name="usage_team_time_idx"),
+                    models.Index(fields=["endpoint_id", "occurred_at"], name="usage_endpoint_time_idx"),
+                ],
             },
         ),
     ]

@@ -5,27 +5,89 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('controlplane', '0004_audit_append_only'),
-        ('serving', '0001_initial'),
+        ("controlplane", "0004_audit_append_only"),
+        ("serving", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ScopeLimit',
+            name="ScopeLimit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rpm_limit', models.PositiveIntegerField(blank=True, help_text='Requests per minute', null=True)),
-                ('tpm_limit', models.PositiveIntegerField(blank=True, help_text='Tokens (prompt + output) per minute', null=True)),
-                ('concurrency_limit', models.PositiveIntegerField(blank=True, help_text='Requests in flight', null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('backend', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='scope_limits', to='controlplane.backend')),
-                ('endpoint', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='scope_limits', to='controlplane.endpoint')),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scope_limits', to='controlplane.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "rpm_limit",
+                    models.PositiveIntegerField(blank=True, help_text="Requests per minute", null=True),
+                ),
+                (
+                    "tpm_limit",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Tokens (prompt + output) per minute", null=True
+                    ),
+                ),
+                (
+                    "concurrency_limit",
+                    models.PositiveIntegerField(blank=True, help_text="Requests in flight", null=True),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "backend",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scope_limits",
+                        to="controlplane.backend",
+                    ),
+                ),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scope_limits",
+                        to="controlplane.endpoint",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scope_limits",
+                        to="controlplane.team",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('backend__isnull', False), ('endpoint__isnull', False), _negated=True), name='scopelimit_one_target'), models.UniqueConstraint(condition=models.Q(('backend__isnull', True), ('endpoint__isnull', True)), fields=('team',), name='scopelimit_unique_team'), models.UniqueConstraint(condition=models.Q(('endpoint__isnull', False)), fields=('endpoint',), name='scopelimit_unique_endpoint'), models.UniqueConstraint(condition=models.Q(('backend__isnull', False)), fields=('backend',), name='scopelimit_unique_backend')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("backend__isnull", False), ("endpoint__isnull", False), _negated=True
+                        ),
+                        name="scopelimit_one_target",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("backend__isnull", True), ("endpoint__isnull", True)),
+                        fields=("team",),
+                        name="scopelimit_unique_team",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("endpoint__isnull", False)),
+                        fields=("endpoint",),
+                        name="scopelimit_unique_endpoint",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("backend__isnull", False)),
+                        fields=("backend",),
+                        name="scopelimit_unique_backend",
+                    ),
+                ],
             },
         ),
     ]
