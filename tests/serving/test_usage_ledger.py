@@ -103,7 +103,9 @@ def test_usage_records_arrive_exactly_once_after_a_worker_is_killed_mid_batch(en
         spent_before_replay = Budget.objects.get(pk=budget.pk).spent_usd
         fresh = _worker(env, "fresh")
         try:
-            broker = Celery("test", broker=private_redis.connection_url)
+            # set_as_current=False: a new current app would capture every later .delay() in this
+            # test process and send it to this private broker.
+            broker = Celery("test", broker=private_redis.connection_url, set_as_current=False)
             broker.send_task("serving.usage_sweep", kwargs={"older_than_s": 0}, queue="switchboard")
             assert wait_for(lambda: redis.zcard(BATCHES) == 0 and redis.llen(QUEUE) == 0, timeout=60)
             broker.send_task(
