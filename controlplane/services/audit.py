@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,7 +21,21 @@ from controlplane.models import AuditEvent
 GENESIS_HASH = "0" * 64
 REDACTED = "[redacted]"
 # Field names whose values never reach the audit log, at any depth of a diff.
-_SECRET_MARKERS = ("secret", "password", "credential", "token", "digest", "api_key_value", "authorization")
+# Matched against the words of a key (split on "_", "-", "."), so `access_token` is redacted while
+# `max_new_tokens` and `tokenizer` are not; `has_credentials`-style flags say nothing secret.
+_SECRET_WORDS = frozenset(
+    {
+        "secret",
+        "password",
+        "passwd",
+        "credential",
+        "credentials",
+        "token",
+        "digest",
+        "authorization",
+        "apikey",
+    }
+)
 # One chain for the whole installation; appenders serialise on this advisory lock until commit.
 _CHAIN_LOCK_KEY = 0x5B_A0_D1_7C
 
@@ -44,12 +59,16 @@ class Actor:
         return cls(type="user", id=str(user.pk), label=user.get_username(), request_id=request_id, ip=ip)
 
 
+def _is_secret_key(name: str) -> bool:
+    lowered = name.lower()
+    if lowered.startswith("has_"):
+        return False
+    return not _SECRET_WORDS.isdisjoint(re.split(r"[_\-.\s]+", lowered))
+
+
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            key: (REDACTED if any(marker in str(key).lower() for marker in _SECRET_MARKERS) else redact(item))
-            for key, item in value.items()
-        }
+        return {key: (REDACTED if _is_secret_key(str(key)) else redact(item)) for key, item in value.items()}
     if isinstance(value, list):
         return [redact(item) for item in value]
     return value
