@@ -43,9 +43,12 @@ def main(argv: list[str] | None = None) -> None:
 def _configure_torch(threads: int | None) -> None:
     import torch
 
-    # One intra-op pool sized to the machine: the scheduler thread is the only heavy torch user,
-    # and interop parallelism only adds contention on a few cores.
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    from serving.engine.config import default_threads
+
+    # The scheduler thread is the only heavy torch user; the event loop (HTTP, JSON) needs a core
+    # of its own, or OpenMP's spinning workers and the loop preempt each other (measured: 2 torch
+    # threads on 2 busy cores ran decode steps 4-8x slower than 1 thread).
+    torch.set_num_threads(threads or default_threads())
     torch.set_num_interop_threads(1)
 
 

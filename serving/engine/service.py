@@ -160,6 +160,8 @@ async def _next_event(queue: asyncio.Queue[Event]) -> Event | None:
     if not queue.empty():  # the common case while streaming: no timer, no extra task
         return queue.get_nowait()
     try:
-        return await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+        # asyncio.timeout arms one timer; wait_for would also create a task per token.
+        async with asyncio.timeout(KEEPALIVE_SECONDS):
+            return await queue.get()
     except TimeoutError:
         return None
