@@ -57,8 +57,7 @@ class SlotLayer(DynamicLayer):
         self.key_buffer[: self.rows, :, self.end : self.end + count] = key_states
         self.value_buffer[: self.rows, :, self.end : self.end + count] = value_states
         self.end += count
-        self.refresh()
-        return self.keys, self.values
+        return self.refresh()
 
     def _allocate_for(self, key_states: torch.Tensor, count: int) -> None:
         rows, heads, _, dim = key_states.shape
@@ -68,11 +67,13 @@ class SlotLayer(DynamicLayer):
         self.value_buffer = key_states.new_empty(shape)
         self.rows, self.start, self.end = rows, 0, 0
 
-    def refresh(self) -> None:
-        """Point `keys`/`values` (what transformers reads) at the live window."""
+    def refresh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point `keys`/`values` (what transformers reads) at the live window, and return them."""
         assert self.key_buffer is not None and self.value_buffer is not None
-        self.keys = self.key_buffer[: self.rows, :, self.start : self.end]
-        self.values = self.value_buffer[: self.rows, :, self.start : self.end]
+        keys = self.key_buffer[: self.rows, :, self.start : self.end]
+        values = self.value_buffer[: self.rows, :, self.start : self.end]
+        self.keys, self.values = keys, values
+        return keys, values
 
     @property
     def buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +170,9 @@ def prefill(
     ids, mask = ids.to(device), mask.to(device)
     live_mask = mask[:, :width]
     cache = DynamicCache()
-    cache.layer_class_to_replicate = functools.partial(SlotLayer, rows_capacity=rows, reserve_columns=reserve)
+    # transformers creates one layer per model layer from this factory, on the first forward pass.
+    factory: Any = functools.partial(SlotLayer, rows_capacity=rows, reserve_columns=reserve)
+    cache.layer_class_to_replicate = factory
     out = model(
         input_ids=ids,
         attention_mask=live_mask,
@@ -289,7 +292,7 @@ def _write_rows(batch: PaddedBatch, new: PaddedBatch) -> None:
     first, count = batch.rows, new.rows
     split = batch.end - new.length  # new rows' columns start here; before that is padding
     for layer, source in zip(batch.layers, new.layers, strict=True):
-        for buffer, data in zip(layer.buffers, (source.keys, source.values), strict=True):
+        for buffer, data in zip(layer.buffers, source.refresh(), strict=True):
             buffer[first : first + count, :, batch.start : split] = 0
             buffer[first : first + count, :, split : batch.end] = data
     batch.mask_buffer[first : first + count, batch.start : split] = 0
