@@ -19,6 +19,8 @@ Load comes from `wrk` (C; installed with apt-get if missing) so the client does 
 it measures; TTFT is measured with a small sequential client at concurrency 1.
 """
 
+# ruff: noqa: E501  (the responder, relay and wrk programs embedded below keep their lines whole)
+
 from __future__ import annotations
 
 import argparse
