@@ -82,7 +82,13 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 def dumps(payload: Any) -> bytes:
     """Compact JSON as serde writes it; non-finite floats become null (serde does the same)."""
-    return json.dumps(_finite(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    try:  # the per-token path: one pass, no copy
+        return _ENCODER.encode(payload).encode()
+    except ValueError:  # a -inf logprob somewhere (e.g. a top token cut by top_k)
+        return _ENCODER.encode(_finite(payload)).encode()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

@@ -68,7 +68,8 @@ class RequestHandle:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        # `None` is the service's keep-alive marker; the scheduler only ever puts events.
+        self.events: asyncio.Queue[Event | None] = asyncio.Queue()
         # A plain attribute: written by the loop, read by the scheduler thread at its next step.
         self.cancelled = False
 

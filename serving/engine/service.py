@@ -125,17 +125,21 @@ class EngineService:
         Leaving the iteration early (client gone, task cancelled) cancels the request, and the
         scheduler drops it at its next step.
         """
-        handle = RequestHandle(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        handle = RequestHandle(loop)
+        keepalive = KeepAlive(loop, handle.events)
         self.scheduler.submit(timed.validated.request, handle)
         try:
             while True:
-                event = await _next_event(handle.events)
+                event = await handle.events.get()
+                keepalive.seen()
                 if isinstance(event, FinalEvent):
                     self._record_success(timed, event)
                 yield event
                 if isinstance(event, FinalEvent | ErrorEvent):
                     return
         finally:
+            keepalive.stop()
             handle.cancel()
 
     async def run(self, timed: Timed) -> FinalEvent | ErrorEvent:
@@ -156,12 +160,33 @@ class EngineService:
         m.generated_tokens.observe(final.generated_tokens)
 
 
-async def _next_event(queue: asyncio.Queue[Event]) -> Event | None:
-    if not queue.empty():  # the common case while streaming: no timer, no extra task
-        return queue.get_nowait()
-    try:
-        # asyncio.timeout arms one timer; wait_for would also create a task per token.
-        async with asyncio.timeout(KEEPALIVE_SECONDS):
-            return await queue.get()
-    except TimeoutError:
-        return None
+class KeepAlive:
+    """Puts `None` into a request's queue after 15 s without events (an SSE keep-alive comment).
+
+    One timer per 15 s per request, instead of arming and cancelling a timeout around every
+    token wait.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Event | None],
+        interval: float = KEEPALIVE_SECONDS,
+    ) -> None:
+        self._loop, self._queue, self._interval = loop, queue, interval
+        self._last = loop.time()
+        self._timer = loop.call_later(interval, self._tick)
+
+    def seen(self) -> None:
+        self._last = self._loop.time()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+    def _tick(self) -> None:
+        silent = self._loop.time() - self._last
+        if silent >= self._interval:
+            self._queue.put_nowait(None)
+            self._last = self._loop.time()
+            silent = 0.0
+        self._timer = self._loop.call_later(self._interval - silent, self._tick)

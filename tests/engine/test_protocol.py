@@ -458,3 +458,13 @@ def test_completions_rejects_suffix_and_too_many_prompts(engine_url: str) -> Non
         "error": "Number of prompts exceeds the maximum allowed batch size of 4",
         "error_type": "batch size exceeded",
     }
+
+
+def test_non_finite_logprobs_serialise_as_null(engine_url: str) -> None:
+    # With top_k=2, every other token's logprob is -inf after the warper; serde writes null.
+    body = generate(
+        engine_url, max_new_tokens=2, details=True, do_sample=True, seed=1, top_k=2, top_n_tokens=4
+    )
+    tops = body["details"]["top_tokens"]
+    assert [t["logprob"] for t in tops[0]][2:] == [None, None]
+    assert all(t["logprob"] is not None for t in body["details"]["tokens"])
