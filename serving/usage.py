@@ -129,8 +129,9 @@ class UsageBuffer:
         while self.pending:
             batch = [self.pending[i] for i in range(min(BATCH_SIZE, len(self.pending)))]
             try:
-                await self.client.rpush(QUEUE, *batch)
-            except (aioredis.RedisError, OSError):
+                async with asyncio.timeout(5.0):
+                    await self.client.rpush(QUEUE, *batch)
+            except (aioredis.RedisError, OSError, TimeoutError):
                 self._log_failure()
                 return
             for _ in batch:

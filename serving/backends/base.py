@@ -90,6 +90,10 @@ class ChunkStream(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def ready(self) -> bool:
+        """True when the next chunk is already buffered (awaiting it does no I/O)."""
+        return False
+
 
 class BackendClient(ABC):
     kind: ClassVar[str]

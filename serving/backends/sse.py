@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 import aiohttp
@@ -20,27 +21,40 @@ _OPENAI_FINISH = {
 
 
 class _LineStream(ChunkStream):
+    """Reads whatever bytes have arrived (not line by line), keeping complete `data:` lines, so
+    events that arrive together are parsed together and can be relayed in one write."""
+
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
         self.done = False
+        self._partial = b""
+        self._lines: deque[bytes] = deque()
+        self._eof = False
 
     def close(self) -> None:
         # Closing (not releasing) drops the connection, which is how TGI learns the client left.
         self.done = True
         self.response.close()
 
+    def ready(self) -> bool:
+        return bool(self._lines) or self._eof
+
     async def _data(self) -> bytes | None:
-        """The next `data:` payload, or None at a clean end of the body."""
-        while True:
+        """The next `data:` payload, or None at the end of the body."""
+        while not self._lines:
+            if self._eof:
+                return None
             try:
-                line = await self.response.content.readline()
+                piece = await self.response.content.readany()
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self.close()
                 raise StreamCut(f"backend stream broke: {type(exc).__name__}") from exc
-            if not line:
-                return None
-            if line.startswith(b"data:"):
-                return line[5:].strip()
+            if not piece:
+                self._eof = True
+                piece = b"\n"  # a last line without its newline still counts
+            *complete, self._partial = (self._partial + piece).split(b"\n")
+            self._lines.extend(line[5:].strip() for line in complete if line.startswith(b"data:"))
+        return self._lines.popleft()
 
 
 def _stream_error(payload: dict[str, Any]) -> BackendError:

@@ -122,6 +122,7 @@ return 1
 """
 
 SETTLE_BATCH = 256
+REDIS_TIMEOUT_S = 1.0
 
 Kind = Literal["w", "c", "b"]
 
@@ -290,8 +291,9 @@ class Admission:
 
     async def reserve(self, request_id: str, ledgers: list[Ledger]) -> Reservation:
         try:
-            result = await self._admit(keys=[x.key for x in ledgers], args=[request_id, _spec(ledgers)])
-        except (aioredis.RedisError, OSError) as exc:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                result = await self._admit(keys=[x.key for x in ledgers], args=[request_id, _spec(ledgers)])
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
             logger.error("admission failed: Redis unavailable (refusing: budgets fail closed)")
             raise Unavailable("rate limits and budgets cannot be checked right now; retry shortly") from exc
         if int(result[0]) == 0:
@@ -320,8 +322,9 @@ class Admission:
             while self._pending:
                 batch = self._pending[:SETTLE_BATCH]
                 try:
-                    await self._apply(batch)
-                except (aioredis.RedisError, OSError):
+                    async with asyncio.timeout(REDIS_TIMEOUT_S * 5):
+                        await self._apply(batch)
+                except (aioredis.RedisError, OSError, TimeoutError):
                     logger.error("settling %d requests failed; retrying in %.1fs", len(batch), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)

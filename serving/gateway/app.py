@@ -82,17 +82,21 @@ class RelayResponse(Response):
     async def _relay(self, send: Send) -> None:
         call = self.call
         chunk: protocols.TokenChunk | None = call.take_first()
+        pending: list[bytes] = []  # events that arrived together go out in one write
         try:
             while chunk is not None and chunk.finish_reason is None:
                 data = self.encoder.token(chunk)
                 if data:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    pending.append(data)
+                if pending and not call.ready():  # about to wait for the backend: send what we have
+                    await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+                    pending.clear()
                 if self.client_gone:
                     break
                 chunk = await call.next_chunk()
         except BackendError as exc:
             if not self.client_gone:
-                await self._fail(send, exc)
+                await self._fail(send, exc, b"".join(pending))
                 return
         if self.client_gone or chunk is None:
             call.settle_tokens()
@@ -103,9 +107,9 @@ class RelayResponse(Response):
             chunk, tokens_in=call.tokens_in, tokens_out=call.tokens_out, extra=call.summary()
         )
         call.finish(status="ok", http_status=200, finish_reason=chunk.finish_reason or "length")
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send({"type": "http.response.body", "body": b"".join(pending) + body, "more_body": False})
 
-    async def _fail(self, send: Send, exc: BackendError) -> None:
+    async def _fail(self, send: Send, exc: BackendError, pending: bytes = b"") -> None:
         """A stream cut after tokens were sent: an error event, never a clean end; bill what was sent."""
         self.call.settle_tokens()
         self.call.finish(
@@ -117,7 +121,7 @@ class RelayResponse(Response):
         body = self.encoder.error(
             f"the backend stream was interrupted: {exc.message}", "incomplete_generation_stream"
         )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send({"type": "http.response.body", "body": pending + body, "more_body": False})
 
 
 async def _principal_and_call(request: Request, client: ClientRequest, request_id: str) -> Call:

@@ -255,6 +255,10 @@ class Call:
             self.delivered += 1
         return chunk
 
+    def ready(self) -> bool:
+        """True when the next chunk is already here (no wait on the backend)."""
+        return self.stream is not None and self.stream.ready()
+
     def cancel(self) -> None:
         """Stops the upstream generation now (closing the connection makes the backend drop it)."""
         if self.stream is not None:

@@ -252,6 +252,7 @@ class StreamEncoder:
     created: int = field(default_factory=lambda: int(time.time()))
     index: int = 0
     text: list[str] = field(default_factory=list)
+    _token_frame: tuple[bytes, bytes] | None = None
 
     def token(self, chunk: TokenChunk) -> bytes:
         self.index += 1
@@ -260,7 +261,18 @@ class StreamEncoder:
             return sse(self._tgi_event(chunk, final=None))
         if not chunk.text or chunk.special:
             return b""
-        return sse(self._openai_event(chunk.text, None))
+        if not self._token_frame:
+            self._token_frame = self._frame()
+        head, tail = self._token_frame
+        return head + json.dumps(chunk.text).encode() + tail
+
+    def _frame(self) -> tuple[bytes, bytes]:
+        """The bytes around a token's text in an OpenAI chunk: built once per stream, since
+        serialising a nested dict per token is most of the relay's cost."""
+        marker = "\u0000TOKEN\u0000"
+        encoded = sse(self._openai_event(marker, None))
+        head, _, tail = encoded.partition(json.dumps(marker).encode())
+        return head, tail
 
     def final(self, chunk: TokenChunk, *, tokens_in: int, tokens_out: int, extra: dict[str, Any]) -> bytes:
         reason = chunk.finish_reason or "length"

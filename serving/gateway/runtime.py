@@ -36,9 +36,10 @@ class Gateway:
     def __init__(self, *, redis_url: str) -> None:
         self.catalog = Catalog()
         self.book = ReplicaBook()
+        # No socket_timeout: redis-py would wrap every write in wait_for (a task per command);
+        # callers bound each call with asyncio.timeout instead.
         self.redis = aioredis.Redis.from_url(
             redis_url,
-            socket_timeout=1.0,
             socket_connect_timeout=1.0,
             max_connections=256,
             retry_on_timeout=False,
