@@ -1,7 +1,7 @@
 """Engine throughput: N concurrent streaming clients against one-request-at-a-time transformers.
 
     .venv/bin/python bench/engine_throughput.py [--model default] [--clients 1 4 16 32]
-        [--max-new-tokens 64] [--requests-per-client 3] [--threads N]
+        [--max-new-tokens 64] [--requests-per-client 5] [--threads N] [--engine-args ...]
 
 Starts the engine with the launcher (a real subprocess), runs closed-loop streaming clients at
 each concurrency, then serves the same prompts in this process with a plain transformers greedy
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--requests-per-client", type=int, default=3)
+    parser.add_argument("--requests-per-client", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides")
     parser.add_argument(
         "--engine-args", nargs=argparse.REMAINDER, default=[], help="passed to the engine (must come last)"

@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-total-tokens", type=int, default=None)
     p.add_argument("--max-batch-total-tokens", type=int, default=None)
     p.add_argument("--max-batch-prefill-tokens", type=int, default=None)
-    p.add_argument("--waiting-served-ratio", type=float, default=0.3)
+    # TGI's defaults are 0.3 and 20: hold new requests back until enough wait, so their prefills
+    # batch. On CPU a prefill costs about as much per token as a decode step, so batching prefills
+    # saves little while every held-back request adds steps to its time to first token; 0 joins
+    # waiting requests at the next step. Both knobs behave as in TGI when set.
+    p.add_argument("--waiting-served-ratio", type=float, default=0.0)
     p.add_argument("--max-waiting-tokens", type=int, default=20)
     p.add_argument("--max-batch-size", type=int, default=None)
     p.add_argument(

@@ -46,13 +46,14 @@ def tiny_config(family: str, vocab: int) -> Any:
     return Qwen2Config(**shape, **common)
 
 
-def write_tiny_model(family: str, out: Path) -> Path:
+def write_tiny_model(family: str, out: Path, chat_template: bool = True) -> Path:
     from transformers import AutoModelForCausalLM
 
     demo = ensure_default_model()
     out.mkdir(parents=True)
     for name in TOKENIZER_FILES:
-        shutil.copy(demo / name, out / name)
+        if chat_template or name != "chat_template.jinja":
+            shutil.copy(demo / name, out / name)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config(family, vocab=4096))
     with torch.no_grad():  # large random scales, for varied (not repetitive) greedy output
@@ -108,23 +109,28 @@ def test_chat_template_is_the_folders_own(family_model: LoadedModel) -> None:
 
 
 @pytest.fixture(scope="module")
-def qwen_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = write_tiny_model("qwen2", tmp_path_factory.mktemp("served") / "tiny-qwen2")
-    with spawn_engine(str(folder), extra_args=["--model-id", "local/tiny-qwen2"]) as engine:
+def gpt2_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = write_tiny_model("gpt2", tmp_path_factory.mktemp("served") / "tiny-gpt2", chat_template=False)
+    with spawn_engine(str(folder), extra_args=["--model-id", "local/tiny-gpt2"]) as engine:
         yield engine.url
 
 
-def test_a_local_folder_is_served_over_http(qwen_engine: str) -> None:
-    info = requests.get(qwen_engine + "/info", timeout=30).json()
-    assert info["model_id"] == "local/tiny-qwen2"
+def test_a_local_folder_is_served_over_http(gpt2_engine: str) -> None:
+    info = requests.get(gpt2_engine + "/info", timeout=30).json()
+    assert info["model_id"] == "local/tiny-gpt2"
     assert info["demo_model"] is False and info["note"] is None
-    assert info["max_total_tokens"] == 512  # from the model's max_position_embeddings
+    assert info["max_total_tokens"] == 512  # from the model's n_positions
     body = {"inputs": PROMPTS["a"], "parameters": {"max_new_tokens": 5, "details": True}}
-    generated = requests.post(qwen_engine + "/generate", json=body, timeout=60).json()
+    generated = requests.post(gpt2_engine + "/generate", json=body, timeout=60).json()
     assert generated["details"]["generated_tokens"] == 5
-    chat = requests.post(
-        qwen_engine + "/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0},
+
+
+def test_chat_without_a_template_is_a_template_error(gpt2_engine: str) -> None:
+    response = requests.post(
+        gpt2_engine + "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True},
         timeout=60,
-    ).json()
-    assert chat["model"] == "local/tiny-qwen2" and chat["usage"]["completion_tokens"] == 3
+    )
+    # Raised before streaming starts, so a plain 422 even for a stream request, as in TGI.
+    assert response.status_code == 422
+    assert response.json() == {"error": "Template error: template not found", "error_type": "template_error"}
