@@ -141,8 +141,7 @@ class TGIRoutes:
         return json_response(tokens)
 
     def _tokenize(self, body: GenerateRequest) -> list[dict[str, Any]]:
-        encoding = self.service.loaded.tokenizer(body.inputs, return_offsets_mapping=True)
-        ids, offsets = list(encoding["input_ids"]), list(encoding["offset_mapping"])
+        ids, offsets = self.service.loaded.codec.encode_with_offsets(body.inputs)
         if body.parameters.truncate:
             ids, offsets = ids[-body.parameters.truncate :], offsets[-body.parameters.truncate :]
         raw = body.inputs.encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,40 @@ from serving.engine.default_model import DEMO_MODEL_ID, DEMO_NOTE, ensure_defaul
 log = logging.getLogger(__name__)
 
 
+class TextCodec:
+    """Tokenisation that is safe to call from several threads at once.
+
+    The transformers wrapper of a fast tokenizer may reconfigure the shared Rust tokenizer
+    (padding, truncation) on every call, which fails with "Already borrowed" when two validation
+    workers encode at the same time. The Rust backend's `encode` changes nothing, so it is called
+    directly; slow tokenizers go through a lock.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._lock = threading.Lock()
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        return self.encode_with_offsets(text, add_special_tokens=add_special_tokens)[0]
+
+    def encode_with_offsets(
+        self, text: str, *, add_special_tokens: bool = True
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and (start, end) character offsets into `text`."""
+        if self._backend is not None:
+            encoding = self._backend.encode(text, add_special_tokens=add_special_tokens)
+            return list(encoding.ids), [tuple(o) for o in encoding.offsets]
+        with self._lock:
+            ids = list(self._tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        return ids, [(0, 0)] * len(ids)  # TGI: no offsets without a fast tokenizer
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: Any  # transformers.PreTrainedModel
     tokenizer: Any  # transformers tokenizer (fast when the folder has tokenizer.json)
+    codec: TextCodec
     path: Path
     model_id: str
     device: torch.device
@@ -78,6 +109,7 @@ def load_model(
     return LoadedModel(
         model=network,
         tokenizer=tokenizer,
+        codec=TextCodec(tokenizer),
         path=path,
         model_id=model_id or (DEMO_MODEL_ID if demo else str(path)),
         device=torch_device,

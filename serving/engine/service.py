@@ -109,7 +109,7 @@ class EngineService:
                 inputs,
                 parameters,
                 self.limits,
-                self.loaded.tokenizer,
+                self.loaded.codec,
                 add_special_tokens=add_special_tokens,
                 default_return_full_text=default_return_full_text,
             ),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
+from serving.engine.model import TextCodec
 from serving.engine.params import GenerationRequest, SamplingParams, StoppingParams
 from serving.engine.schemas import GenerateParameters
 
@@ -77,7 +77,7 @@ def validate_generate(
     inputs: str,
     p: GenerateParameters,
     limits: ValidationLimits,
-    tokenizer: Any,
+    codec: TextCodec,
     *,
     add_special_tokens: bool = True,
     default_return_full_text: bool = False,
@@ -90,7 +90,7 @@ def validate_generate(
         raise ValidationFailure(
             f"`truncate` must be strictly positive and less than {limit}. Given: {p.truncate}"
         )
-    input_ids = tokenize(tokenizer, inputs, add_special_tokens=add_special_tokens)
+    input_ids = tokenize(codec, inputs, add_special_tokens=add_special_tokens)
     if p.truncate is not None:
         input_ids = input_ids[-p.truncate :]  # TGI truncates from the left: the end is kept
     max_new_tokens = _check_lengths(len(input_ids), p.max_new_tokens, limits)
@@ -110,8 +110,8 @@ def validate_generate(
     return ValidatedGenerate(request, inputs, full_text, p.details, p.decoder_input_details)
 
 
-def tokenize(tokenizer: Any, text: str, *, add_special_tokens: bool) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+def tokenize(codec: TextCodec, text: str, *, add_special_tokens: bool) -> list[int]:
+    return codec.encode(text, add_special_tokens=add_special_tokens)
 
 
 def _check_lengths(input_length: int, requested: int | None, limits: ValidationLimits) -> int:

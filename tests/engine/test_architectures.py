@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,16 @@ def test_chat_without_a_template_is_a_template_error(gpt2_engine: str) -> None:
     # Raised before streaming starts, so a plain 422 even for a stream request, as in TGI.
     assert response.status_code == 422
     assert response.json() == {"error": "Template error: template not found", "error_type": "template_error"}
+
+
+def test_codec_encodes_like_the_tokenizer_from_many_threads(family_model: LoadedModel) -> None:
+    texts = [*PROMPTS.values(), "héllo wörld ✓ 你好", "  leading spaces", "tabs\tand\nnewlines", ""] * 8
+
+    def encode(text: str) -> list[int]:
+        return family_model.codec.encode(text)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(encode, texts))
+    assert results == [list(family_model.tokenizer(t)["input_ids"]) for t in texts]
+    ids, offsets = family_model.codec.encode_with_offsets("héllo world")
+    assert len(ids) == len(offsets) and offsets[-1][1] == len("héllo world")
