@@ -87,9 +87,8 @@ def test_generation_failure_fault_injected_in_streams(faulty_engine: tuple[str, 
             url + "/generate_stream", json={"inputs": "Hello", "parameters": {}}, timeout=60
         )
         assert stream.status_code == 200
-        assert stream.content == (
-            b'data: {"error":"Request failed during generation: injected fault","error_type":"generation"}\n\n'
-        )
+        error = b'{"error":"Request failed during generation: injected fault","error_type":"generation"}'
+        assert stream.content == b"data: " + error + b"\n\n"
         chat = requests.post(
             url + "/v1/chat/completions",
             json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True},
