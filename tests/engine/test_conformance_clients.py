@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 import pytest
 import text_generation
@@ -225,3 +226,32 @@ async def _wait_for_batch(url: str, size: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"batch never reached {size}")
+
+
+# ----- openai SDK (what the gateway's OpenAI-compatible surface promises) --------------------------
+def test_openai_sdk_chat_and_completions(engine_url: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=engine_url + "/v1", api_key="unused")
+    messages: list[Any] = CHAT
+    chat = client.chat.completions.create(model="tgi", messages=messages, max_tokens=5, temperature=0)
+    assert chat.model == "switchboard/demo-random-llama"
+    assert chat.usage is not None and chat.usage.completion_tokens == 5
+    chunks = list(
+        client.chat.completions.create(
+            model="tgi",
+            messages=messages,
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == chat.choices[0].message.content
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == chat.usage.total_tokens
+    completion = client.completions.create(model="tgi", prompt="Hello operator", max_tokens=4, temperature=0)
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
