@@ -24,7 +24,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SWITCHBOARD_ENV": "test"}
     env["DATABASE_URL"] = f"postgres://{db['USER']}@{_quote(db['HOST'])}/{db['NAME']}"
     if db.get("PORT"):
-        env["DATABASE_URL"] = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        )
     env.update(extra)
     return env
 
@@ -36,11 +38,25 @@ def _quote(host: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup: None, django_db_blocker: object) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker_process(
+    django_db_setup: None, django_db_blocker: object
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker in its own process, consuming from the real broker."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--pool", "solo",
-         "--loglevel", "WARNING", "-n", f"test-{os.getpid()}@%h"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "controlplane",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],
         cwd=REPO_ROOT,
         env=subprocess_env(),
     )
