@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -68,6 +69,11 @@ def serve(loaded: LoadedModel, config: EngineConfig) -> None:
         service.embedding_model_id = embedder.model_id
         log.info("embeddings: %s", embedder.model_id)
     app = create_app(service, embedder)
+    # torch, transformers and the model leave ~400k long-lived objects; a full collection walks
+    # them all (measured ~190 ms, during which both the scheduler and the event loop stop).
+    # Freezing moves them out of the collector's view; per-request garbage is still collected.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=config.host,
