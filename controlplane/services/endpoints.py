@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -166,16 +167,16 @@ def endpoint_set_traffic(*, endpoint: Endpoint, traffic: Sequence[TrafficEntry],
             return locked
         _write_policy(locked, policy)
         _bump(locked, previous_policy=before["traffic"] or None)
-        audit_record(
-            actor=actor,
-            action="endpoint.set_traffic",
-            team_id=locked.team_id,
-            target=locked,
-            before=before,
-            after=_state(locked),
-        )
-        publish_after_commit("endpoint", str(locked.pk))
+        _record_policy_change(locked, actor=actor, action="endpoint.set_traffic", before=before)
     return locked
+
+
+def _record_policy_change(locked: Endpoint, *, actor: Actor, action: str, before: dict[str, Any]) -> None:
+    """Audits a routing change and tells every web process to drop its cached route after commit."""
+    audit_record(
+        actor=actor, action=action, team_id=locked.team_id, target=locked, before=before, after=_state(locked)
+    )
+    publish_after_commit("endpoint", str(locked.pk))
 
 
 def endpoint_rollback(*, endpoint: Endpoint, actor: Actor) -> Endpoint:
@@ -197,15 +198,7 @@ def endpoint_rollback(*, endpoint: Endpoint, actor: Actor) -> Endpoint:
         before = _state(locked)
         _write_policy(locked, [TrafficEntry(release=r, weight=wanted[r.pk]) for r in releases])
         _bump(locked, previous_policy=before["traffic"] or None)
-        audit_record(
-            actor=actor,
-            action="endpoint.rollback",
-            team_id=locked.team_id,
-            target=locked,
-            before=before,
-            after=_state(locked),
-        )
-        publish_after_commit("endpoint", str(locked.pk))
+        _record_policy_change(locked, actor=actor, action="endpoint.rollback", before=before)
     return locked
 
 
@@ -218,15 +211,7 @@ def endpoint_set_fallbacks(*, endpoint: Endpoint, releases: Sequence[Release], a
             return locked
         _write_fallbacks(locked, chain)
         _bump(locked)
-        audit_record(
-            actor=actor,
-            action="endpoint.set_fallbacks",
-            team_id=locked.team_id,
-            target=locked,
-            before=before,
-            after=_state(locked),
-        )
-        publish_after_commit("endpoint", str(locked.pk))
+        _record_policy_change(locked, actor=actor, action="endpoint.set_fallbacks", before=before)
     return locked
 
 
