@@ -83,14 +83,16 @@ class TGIRoutes:
             timed, final = await run_until_disconnect(request, work)
         finally:
             permit.release()
-        headers = payloads.timing_headers(timed.validated, final, timed.arrived_at, timed.validated_at)
+        headers = payloads.timing_headers(
+            timed.validated, final, timed.arrived_at, timed.validated_at, self.service.compute_type
+        )
         return payloads.generate_json(timed.validated, final), headers
 
     def _stream_response(self, body: GenerateRequest, *, default_full_text: bool) -> Response:
         self.service.metrics.request_count.inc()
         item = GenerationInput(body.inputs, body.parameters, default_return_full_text=default_full_text)
         headers = {
-            "x-compute-type": "cpu",
+            "x-compute-type": self.service.compute_type,
             "x-compute-characters": str(len(body.inputs)),
             "x-accel-buffering": "no",
         }

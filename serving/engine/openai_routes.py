@@ -59,7 +59,8 @@ class OpenAIRoutes:
         self.service.metrics.request_count.inc()
         plan = await self._chat_plan(body)
         if body.stream:
-            return EventStreamResponse(self._chat_events(plan), headers={"x-compute-type": "cpu"})
+            headers = {"x-compute-type": self.service.compute_type}
+            return EventStreamResponse(self._chat_events(plan), headers=headers)
         permit = flow.acquire(self.service)
         try:
             work = asyncio.ensure_future(flow.generate(self.service, plan.item))
@@ -146,7 +147,7 @@ class OpenAIRoutes:
         items = [GenerationInput(p, completion_parameters(body)) for p in prompts]
         if body.stream:
             return EventStreamResponse(
-                self._completion_events(items, model), headers={"x-compute-type": "cpu"}
+                self._completion_events(items, model), headers={"x-compute-type": self.service.compute_type}
             )
         permit = flow.acquire(self.service, len(items))
         try:

@@ -63,13 +63,13 @@ def stream_token_json(
 
 
 def timing_headers(
-    validated: ValidatedGenerate, final: FinalEvent, arrived: float, queued: float
+    validated: ValidatedGenerate, final: FinalEvent, arrived: float, queued: float, compute_type: str
 ) -> dict[str, str]:
     """TGI's x-* headers: x-compute-time in seconds, the others in milliseconds."""
     now = time.time()
     inference = final.finished_at - final.started_at
     return {
-        "x-compute-type": "cpu",
+        "x-compute-type": compute_type,
         "x-compute-time": f"{now - arrived:.6f}",
         "x-compute-characters": str(len(validated.inputs)),
         "x-total-time": str(int((now - arrived) * 1000)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,8 @@ class EngineService:
         self.loaded = loaded
         self.config = config
         self.model_id = config.model_id or loaded.model_id
+        # TGI reports $COMPUTE_TYPE (default "gpu+optimized") in x-compute-type; here the device.
+        self.compute_type = os.environ.get("COMPUTE_TYPE", loaded.device.type)
         self.embedding_model_id: str | None = None  # set when an embedder is served beside the model
         self.metrics = EngineMetrics(
             max_input_tokens=config.max_input_tokens, max_total_tokens=config.max_total_tokens

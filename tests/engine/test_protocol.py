@@ -75,6 +75,7 @@ def test_generate_details_and_timing_headers(engine_url: str) -> None:
     for header in ("x-compute-time", "x-total-time", "x-validation-time", "x-queue-time", "x-inference-time"):
         assert header in response.headers
     assert response.headers["x-generated-tokens"] == "5"
+    assert response.headers["x-compute-type"] == "cpu"
     assert response.headers["x-prompt-tokens"] == str(len(requests_tokenize(engine_url, "Hello")))
 
 
