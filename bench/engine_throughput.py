@@ -1,12 +1,14 @@
 """Engine throughput: N concurrent streaming clients against one-request-at-a-time transformers.
 
     .venv/bin/python bench/engine_throughput.py [--model default] [--clients 1 4 16 32]
-        [--max-new-tokens 64] [--requests-per-client 5] [--threads N] [--engine-args ...]
+        [--max-new-tokens 64] [--duration 4] [--repeats 3] [--threads N] [--engine-args ...]
 
 Starts the engine with the launcher (a real subprocess), runs closed-loop streaming clients at
-each concurrency, then serves the same prompts in this process with a plain transformers greedy
-loop (KV cache, one request at a time). Prints aggregate generated tokens/s, time to first token
-(p50/p95) and peak RSS. A benchmark, not a test: nothing here asserts on time.
+each concurrency for a fixed time, and, between those runs, serves the same prompts in this
+process with a plain transformers greedy loop (KV cache, one request at a time). Prints aggregate
+generated tokens/s, time to first token (p50/p95) and peak RSS. Each figure is the best of
+`--repeats` runs, because this machine may be shared. A benchmark, not a test: nothing here
+asserts on time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import os
 import sys
 import threading
@@ -80,23 +83,29 @@ class PeakRss:
         self._thread.join()
 
 
+@dataclass
+class ClientTally:
+    tokens: int = 0
+    ttfts: list[float] = dataclasses.field(default_factory=list)
+
+
 async def one_stream(
-    session: aiohttp.ClientSession, url: str, prompt: str, max_new_tokens: int
-) -> tuple[int, float]:
+    session: aiohttp.ClientSession, url: str, prompt: str, max_new_tokens: int, tally: ClientTally
+) -> None:
+    """One streaming request; tokens are tallied as they arrive, so a cut-off request still counts."""
     body = {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens}}
     started = time.perf_counter()
-    first = 0.0
-    tokens = 0
+    first = True
     async with session.post(url + "/generate_stream", json=body) as response:
         response.raise_for_status()
         async for line in response.content:
             if line.startswith(b'data: {"index"'):
-                tokens += 1
-                if tokens == 1:
-                    first = time.perf_counter() - started
+                tally.tokens += 1
+                if first:
+                    tally.ttfts.append(time.perf_counter() - started)
+                    first = False
             elif line.startswith(b'data: {"error"'):
                 raise RuntimeError(line.decode())
-    return tokens, first
 
 
 def request_length(mean: int, client: int, round_: int) -> int:
@@ -106,39 +115,43 @@ def request_length(mean: int, client: int, round_: int) -> int:
 
 
 async def run_clients(
-    url: str, clients: int, rounds: int, max_new_tokens: int
+    url: str, clients: int, duration: float, max_new_tokens: int
 ) -> tuple[int, float, list[float]]:
+    """`clients` closed-loop streaming clients for `duration` seconds: sustained throughput.
+
+    Each client sends its next request as soon as the previous one ends. At the deadline all
+    streams are cut (the engine cancels them); tokens received before it count, so there is no
+    ramp-down tail where only the slowest clients are left.
+    """
     connector = aiohttp.TCPConnector(limit=clients)
+    tallies = [ClientTally() for _ in range(clients)]
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=600)
     ) as session:
 
-        async def client(index: int) -> list[tuple[int, float]]:
-            # Staggered starts and varied lengths (mean max_new_tokens) keep the clients from
-            # moving in lock-step, which would turn every round into one burst of arrivals.
+        async def client(index: int) -> None:
+            # Staggered starts and varied lengths (mean ± 25%) keep the clients from moving in
+            # lock-step, which would turn every round into one burst of arrivals.
             await asyncio.sleep(index * 0.01)
-            return [
-                await one_stream(
-                    session,
-                    url,
-                    PROMPTS[(index + r) % len(PROMPTS)],
-                    request_length(max_new_tokens, index, r),
-                )
-                for r in range(rounds)
-            ]
+            for round_ in itertools.count():
+                prompt = PROMPTS[(index + round_) % len(PROMPTS)]
+                length = request_length(max_new_tokens, index, round_)
+                await one_stream(session, url, prompt, length, tallies[index])
 
+        tasks = [asyncio.create_task(client(i)) for i in range(clients)]
         started = time.perf_counter()
-        results = await asyncio.gather(*(client(i) for i in range(clients)))
+        await asyncio.sleep(duration)
+        tokens = sum(t.tokens for t in tallies)
         elapsed = time.perf_counter() - started
-    flat = [item for per_client in results for item in per_client]
-    return sum(t for t, _ in flat), elapsed, [f for _, f in flat]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return tokens, elapsed, [f for t in tallies for f in t.ttfts]
 
 
 def engine_run(url: str, pid: int, clients: int, args: argparse.Namespace) -> RunResult:
     with PeakRss(pid) as rss:
-        tokens, seconds, ttfts = asyncio.run(
-            run_clients(url, clients, args.requests_per_client, args.max_new_tokens)
-        )
+        tokens, seconds, ttfts = asyncio.run(run_clients(url, clients, args.duration, args.max_new_tokens))
     return RunResult(f"engine, {clients} clients", tokens, seconds, ttfts, rss.peak / 2**20)
 
 
@@ -243,7 +256,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--requests-per-client", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per concurrency level")
     parser.add_argument("--repeats", type=int, default=3, help="report the best of this many runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the engine")
     parser.add_argument(
@@ -261,7 +274,7 @@ def main() -> None:
     extra = ["--max-concurrent-requests", "128", *(["--threads", str(args.threads)] if args.threads else [])]
     best: dict[str, RunResult] = {}
     with spawn_engine(args.model, extra_args=[*extra, *args.engine_args]) as engine:
-        asyncio.run(run_clients(engine.url, 2, 1, 8))  # warm the client path and the engine
+        asyncio.run(run_clients(engine.url, 2, 0.5, 8))  # warm the client path and the engine
         for _ in range(args.repeats):
             for clients in args.clients:
                 keep_best(best, engine_run(engine.url, engine.pid, clients, args))
@@ -273,8 +286,8 @@ def main() -> None:
     reference = max(baselines, key=lambda r: r.tokens_per_second)
     single = best.get("engine, 1 clients")
     print(
-        f"\nmodel={args.model} max_new_tokens={args.max_new_tokens}±25% requests/client="
-        f"{args.requests_per_client} best of {args.repeats} cores={os.cpu_count()}\n"
+        f"\nmodel={args.model} max_new_tokens={args.max_new_tokens}±25% {args.duration:g}s per level, "
+        f"best of {args.repeats}, cores={os.cpu_count()}\n"
     )
     print_table(rows, baselines, reference, single)
     print(f"\nbench wall time {time.perf_counter() - started:.0f}s")

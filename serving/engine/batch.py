@@ -188,16 +188,22 @@ def prefill(
     return batch, logits
 
 
-def decode(model: Any, batch: PaddedBatch) -> torch.Tensor:
-    """One step for every row; returns `[batch, vocab]` logits and grows the batch by one column."""
+def decode(model: Any, batch: PaddedBatch, *, prebuilt_mask: bool = False) -> torch.Tensor:
+    """One step for every row; returns `[batch, vocab]` logits and grows the batch by one column.
+
+    With `prebuilt_mask` the 4-D mask SDPA wants is passed directly (for one query token it is
+    just the padding mask), which transformers accepts as-is instead of rebuilding it every step.
+    Only valid for full-attention SDPA models: see `supports_prebuilt_mask`.
+    """
     if batch.end + 1 > batch.columns_capacity:
         _reallocate(
             batch, batch.rows_capacity, _columns_with_headroom(batch, batch.length + 1, batch.rows_capacity)
         )
     batch.mask_buffer[: batch.rows, batch.end] = 1
+    mask = batch.mask_buffer[: batch.rows, batch.start : batch.end + 1]
     out = model(
         input_ids=batch.next_ids[:, None],
-        attention_mask=batch.mask_buffer[: batch.rows, batch.start : batch.end + 1],
+        attention_mask=mask[:, None, None, :].bool() if prebuilt_mask else mask,
         position_ids=batch.positions[:, None],
         cache=batch.cache,
         use_cache=True,
@@ -205,6 +211,21 @@ def decode(model: Any, batch: PaddedBatch) -> torch.Tensor:
     batch.end += 1
     batch.position_buffer[: batch.rows] += 1
     return out.logits[:, -1, :]
+
+
+def supports_prebuilt_mask(model: Any) -> bool:
+    """True when a decode step's attention mask is exactly the padding mask.
+
+    That holds for SDPA with full attention in every layer; sliding-window layers (Mistral,
+    some Qwen2 and Gemma configurations) need transformers to build their windowed masks.
+    """
+    config = model.config
+    layer_types = getattr(config, "layer_types", None) or []
+    return (
+        getattr(config, "_attn_implementation", None) == "sdpa"
+        and getattr(config, "sliding_window", None) is None
+        and all(kind == "full_attention" for kind in layer_types)
+    )
 
 
 def concatenate(batch: PaddedBatch, new: PaddedBatch, *, reserve: int) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from serving.engine.batch import supports_prebuilt_mask
 from serving.engine.default_model import DEMO_MODEL_ID, DEMO_NOTE, ensure_default_model, is_demo_model
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class LoadedModel:
     special_ids: frozenset[int]
     max_position_embeddings: int | None
     note: str | None
+    prebuilt_decode_mask: bool = False
 
     @property
     def has_chat_template(self) -> bool:
@@ -119,6 +121,7 @@ def load_model(
         special_ids=frozenset(int(i) for i in tokenizer.all_special_ids),
         max_position_embeddings=_max_positions(network.config),
         note=DEMO_NOTE if demo else None,
+        prebuilt_decode_mask=supports_prebuilt_mask(network),
     )
 
 

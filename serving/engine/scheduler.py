@@ -139,7 +139,7 @@ class Scheduler:
             second, _ = padded.prefill(model, [(7, 8, 9, 10, 11)], reserve=4)
             padded.concatenate(first, second, reserve=4)
             for _ in range(3):
-                padded.decode(model, first)
+                padded.decode(model, first, prebuilt_mask=self.loaded.prebuilt_decode_mask)
             padded.select(first, [0, 2], reserve=1)
 
     def stop(self) -> None:
@@ -301,7 +301,12 @@ class Scheduler:
         batch = self._batch
         started = time.perf_counter()
         try:
-            logits = self._timed_forward("decode", lambda: padded.decode(self.loaded.model, batch))
+            logits = self._timed_forward(
+                "decode",
+                lambda: padded.decode(
+                    self.loaded.model, batch, prebuilt_mask=self.loaded.prebuilt_decode_mask
+                ),
+            )
             self._batch, self._running = self._advance("decode", batch, self._running, logits)
         except Exception as exc:
             log.exception("decode failed")

@@ -45,9 +45,9 @@ def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> dict[str, int]:
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize("seed", [7, 11])
+@pytest.mark.parametrize(("seed", "prebuilt_mask"), [(7, False), (11, True)])
 def test_random_joins_and_leaves_match_solo_runs(
-    demo: LoadedModel, monkeypatch: pytest.MonkeyPatch, seed: int
+    demo: LoadedModel, monkeypatch: pytest.MonkeyPatch, seed: int, prebuilt_mask: bool
 ) -> None:
     """Rows join with random prompt lengths and leave after random lengths, as in the scheduler."""
     rng = random.Random(seed)
@@ -86,7 +86,7 @@ def test_random_joins_and_leaves_match_solo_runs(
             reserve = max(rows[i]["limit"] - len(rows[i]["tokens"]) for i in keep)
             order = padded.select(batch, keep, reserve=reserve)
             rows = [rows[i] for i in order]
-        tokens = padded.decode(model, batch).argmax(-1)
+        tokens = padded.decode(model, batch, prebuilt_mask=prebuilt_mask).argmax(-1)
         batch.set_next_ids(tokens)
         for row, token in zip(rows, tokens.tolist(), strict=True):
             row["tokens"].append(token)
