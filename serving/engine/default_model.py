@@ -76,7 +76,9 @@ def ensure_default_model(out: Path | None = None) -> Path:
     if is_demo_model(target):
         return target
     if target.exists() and any(target.iterdir()):
-        raise FileExistsError(f"{target} exists but holds no complete demo model ({MANIFEST_NAME}); remove it")
+        raise FileExistsError(
+            f"{target} exists but holds no complete demo model ({MANIFEST_NAME}); remove it"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename at the end, so that engines started at the same time
     # never load a half-written folder; the loser of the rename race discards its copy.
