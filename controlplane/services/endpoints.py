@@ -89,7 +89,10 @@ def _write_fallbacks(endpoint: Endpoint, releases: Sequence[Release]) -> None:
 
 def _bump(endpoint: Endpoint, **fields: object) -> None:
     """Saves `fields` and increments config_version in one UPDATE (no lost increments)."""
-    Endpoint.objects.filter(pk=endpoint.pk).update(config_version=F("config_version") + 1, **fields)
+    # update() skips auto_now, so updated_at is set here or it would keep the creation time.
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        config_version=F("config_version") + 1, updated_at=timezone.now(), **fields
+    )
     endpoint.refresh_from_db(fields=["config_version", "previous_policy", "updated_at"])
 
 
