@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
+log = logging.getLogger(__name__)
 BODY_LIMIT = 2_000_000  # TGI's default --payload-limit
 KEEPALIVE = b":\n\n"
 Body = TypeVar("Body", bound=BaseModel)
@@ -135,6 +137,9 @@ class EventStreamResponse(Response):
                 task.cancel()
             await asyncio.gather(pump, gone, return_exceptions=True)
             await _close(self.source)
+        if not pump.cancelled() and pump.exception() is not None:
+            # The stream is cut short without its last chunk; the client sees a broken response.
+            log.error("SSE stream failed", exc_info=pump.exception())
 
     async def _pump(self, send: Send) -> None:
         async for chunk in self.source:
