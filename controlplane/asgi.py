@@ -13,16 +13,16 @@ django_asgi = get_asgi_application()  # must run before importing code that touc
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from controlplane.asgi_router import HttpRouter, lifespan_app  # noqa: E402
 from controlplane.routing import websocket_urlpatterns  # noqa: E402
+from controlplane.websocket_security import browser_origin_validator  # noqa: E402
 from serving.gateway.app import gateway_app  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": HttpRouter(django_asgi, gateway_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": browser_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         "lifespan": lifespan_app,
     }
 )

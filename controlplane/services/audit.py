@@ -21,21 +21,14 @@ from controlplane.models import AuditEvent
 GENESIS_HASH = "0" * 64
 REDACTED = "[redacted]"
 # Field names whose values never reach the audit log, at any depth of a diff.
-# Matched against the words of a key (split on "_", "-", "."), so `access_token` is redacted while
-# `max_new_tokens` and `tokenizer` are not; `has_credentials`-style flags say nothing secret.
+# Matched against the words of a key (split on "_", "-", "."). These mark a secret anywhere in
+# the name (`client_secret`, `credentials_encrypted`)...
 _SECRET_WORDS = frozenset(
-    {
-        "secret",
-        "password",
-        "passwd",
-        "credential",
-        "credentials",
-        "token",
-        "digest",
-        "authorization",
-        "apikey",
-    }
+    {"secret", "password", "passwd", "credential", "credentials", "authorization", "apikey"}
 )
+# ...these only as the last word, so `access_token` and `key_digest` are hidden while
+# `first_token_timeout_s`, `max_new_tokens` and `tokenizer` stay readable.
+_SECRET_LAST_WORDS = frozenset({"token", "digest", "key"})
 # One chain for the whole installation; appenders serialise on this advisory lock until commit.
 _CHAIN_LOCK_KEY = 0x5B_A0_D1_7C
 
@@ -63,7 +56,8 @@ def _is_secret_key(name: str) -> bool:
     lowered = name.lower()
     if lowered.startswith("has_"):
         return False
-    return not _SECRET_WORDS.isdisjoint(re.split(r"[_\-.\s]+", lowered))
+    words = [word for word in re.split(r"[_\-.\s]+", lowered) if word]
+    return bool(words) and (words[-1] in _SECRET_LAST_WORDS or not _SECRET_WORDS.isdisjoint(words))
 
 
 def redact(value: Any) -> Any:

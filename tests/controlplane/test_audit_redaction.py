@@ -16,13 +16,17 @@ def test_secret_fields_are_redacted_at_any_depth() -> None:
     assert diff["items"] == [{"digest": REDACTED}]
 
 
-def test_token_counts_and_tokenizer_are_not_mistaken_for_secrets() -> None:
-    diff = redact(
-        {"max_new_tokens": 64, "tokenizer": "meta-llama/x", "tpm_limit": 1000, "has_credentials": True}
-    )
-    assert diff == {
+def test_token_counts_and_timeouts_are_not_mistaken_for_secrets() -> None:
+    plain = {
         "max_new_tokens": 64,
         "tokenizer": "meta-llama/x",
         "tpm_limit": 1000,
         "has_credentials": True,
+        "first_token_timeout_s": 30.0,
+        "lookup_id": "abc",
+    }
+    assert redact(plain) == plain
+    assert redact({"signing_key": "k", "refresh-token": "t"}) == {
+        "signing_key": REDACTED,
+        "refresh-token": REDACTED,
     }

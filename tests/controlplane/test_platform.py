@@ -142,3 +142,16 @@ async def test_sync_client_from_async_context_is_not_needed() -> None:
 
     results = await sync_to_async(run_checks)()
     assert set(results) == {"database", "redis", "celery_broker"}
+
+
+async def test_websocket_without_origin_is_accepted_but_a_foreign_origin_is_refused() -> None:
+    # SDKs and CLIs send no Origin and authenticate with API keys; browsers always send one.
+    no_origin = WebsocketCommunicator(application, "/ws/echo/", headers=[(b"host", b"127.0.0.1")])
+    connected, _ = await no_origin.connect()
+    assert connected
+    await no_origin.disconnect()
+    foreign = WebsocketCommunicator(
+        application, "/ws/echo/", headers=[(b"host", b"127.0.0.1"), (b"origin", b"https://evil.example")]
+    )
+    connected, _ = await foreign.connect()
+    assert not connected
