@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from serving.engine.model import load_model
 
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, model_id=args.model_id)
+    try:
+        loaded = load_model(args.model, device=args.device, dtype=args.dtype, model_id=args.model_id)
+    except (OSError, ValueError) as exc:
+        # A missing folder, no config.json, an unknown architecture: one line, not a traceback.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(f"serving.engine: cannot load model {args.model!r}: {first_line}")
     try:
         config = resolve_config(args, loaded.max_position_embeddings)
     except ConfigError as exc:
