@@ -28,6 +28,8 @@ class TeamRolePermission(TeamScoped):
         team_id = team_id_of(obj, getattr(view, "team_lookup", "team_id"))
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return role_in(request.user, team_id) is not None
+        # DRF shows `message` on refusal; say what would be needed instead of a generic line.
+        self.message = view.change_denied_message
         return bool(view.can_change(obj, team_id))
 
 
@@ -42,6 +44,11 @@ class TeamScopedViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     def can_change(self, obj: Any, team_id: int) -> bool:
         return self.can_write_team(team_id)
+
+    @property
+    def change_denied_message(self) -> str:
+        needed = "owner or admin" if self.write_role == ADMIN else "owner, admin or developer"
+        return f"changing this needs the {needed} role in its team"
 
     def authorize_create(self, team: Team) -> None:
         if not self.can_write_team(team.pk):

@@ -108,6 +108,13 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TeamScoped
         own = not isinstance(user, ApiKeyUser) and obj.created_by_id == user.pk
         return own and self.can_write_team(team_id)
 
+    @property
+    def change_denied_message(self) -> str:
+        return (
+            "an API key can be changed, rotated or revoked by its team's owners and admins, or by "
+            "the console user who created it; management keys cannot change keys"
+        )
+
     def _with_secret(self, key: ApiKey, secret: str, code: int) -> Response:
         context = {**self.get_serializer_context(), "secret": secret}
         return Response(ApiKeyWithSecretSerializer(key, context=context).data, status=code)
