@@ -42,8 +42,11 @@ from controlplane.models import (
     TrafficSplit,
 )
 from controlplane.services.events import CHANNEL
+from serving.backends.base import Target
 from serving.gateway.errors import Unavailable
+from serving.gateway.tokens import TokenCounter, counter_for
 from serving.models import ScopeLimit
+from serving.money import price_pico
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -133,6 +136,34 @@ class BackendView:
     first_token_timeout_s: float
     total_timeout_s: float
     limits: Limits
+    # One call target per replica, built once: the timeout and header objects are not rebuilt
+    # per request.
+    targets: dict[int, Target] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        targets = {
+            replica.id: Target(
+                url=replica.url,
+                credential=self.credential,
+                connect_timeout_s=self.connect_timeout_s,
+                first_token_timeout_s=self.first_token_timeout_s,
+                total_timeout_s=self.total_timeout_s,
+            )
+            for replica in self.replicas
+        }
+        object.__setattr__(self, "targets", targets)
+
+    def target(self, replica_id: int, url: str) -> Target:
+        found = self.targets.get(replica_id)
+        if found is None or found.url != url:
+            return Target(
+                url=url,
+                credential=self.credential,
+                connect_timeout_s=self.connect_timeout_s,
+                first_token_timeout_s=self.first_token_timeout_s,
+                total_timeout_s=self.total_timeout_s,
+            )
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +178,16 @@ class ReleaseView:
     defaults: dict[str, Any]
     prompt_version: Any  # prompts.models.PromptVersion, rendered per request; None when absent
     backend: BackendView
+    counter: TokenCounter | None = None  # exact prompt token counts, when the tokenizer is here
+    price_in_pico: int = field(init=False, repr=False)  # pico-dollars per token (money.py)
+    price_out_pico: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "price_in_pico", price_pico(self.price_in_per_mtok))
+        object.__setattr__(self, "price_out_pico", price_pico(self.price_out_per_mtok))
+
+    def cost_pico(self, tokens_in: int, tokens_out: int) -> int:
+        return tokens_in * self.price_in_pico + tokens_out * self.price_out_pico
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +340,7 @@ def _release_view(release: Release, backends: dict[int, BackendView]) -> Release
         defaults=defaults,
         prompt_version=release.prompt_version,
         backend=backends[model.backend_id],
+        counter=counter_for(model),
     )
 
 

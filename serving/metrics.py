@@ -4,6 +4,9 @@ Labels are bounded: endpoint and release names come from the database (an unknow
 sends is never a label), replicas are ids, status and reason are small fixed sets. With
 PROMETHEUS_MULTIPROC_DIR set (make run sets it), every web process writes its own files and
 /metrics sums them; gauges say how (live sum for in-flight, worst case for health and circuits).
+
+The request path uses `series(endpoint)`: the endpoint's labelled children bound once, because
+`labels()` takes a lock and builds a label key on every call.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ OVERHEAD = Histogram(
 )
 TOKENS = Counter("switchboard_gateway_tokens", "Tokens by endpoint and direction", ["endpoint", "direction"])
 COST = Counter("switchboard_gateway_cost_usd", "Settled cost in USD", ["endpoint"])
+OVER_RESERVATION = Counter(
+    "switchboard_gateway_over_reservation",
+    "Requests whose backend reported more tokens than admission reserved (charged as reported)",
+    ["endpoint"],
+)
 IN_FLIGHT = Gauge(
     "switchboard_gateway_in_flight", "Requests being served", ["endpoint"], multiprocess_mode="livesum"
 )
@@ -54,3 +62,54 @@ USAGE_BUFFERED = Gauge(
     "switchboard_usage_buffered", "Usage records waiting in process for Redis", multiprocess_mode="livesum"
 )
 USAGE_WRITTEN = Counter("switchboard_usage_records_written", "Usage records inserted by the drain task")
+
+
+class EndpointSeries:
+    """One endpoint's labelled children."""
+
+    __slots__ = (
+        "_requests",
+        "cost",
+        "in_flight",
+        "latency",
+        "name",
+        "over_reservation",
+        "tokens_in",
+        "tokens_out",
+        "ttft",
+    )
+
+    def __init__(self, endpoint: str) -> None:
+        self.name = endpoint
+        self.in_flight = IN_FLIGHT.labels(endpoint)
+        self.latency = LATENCY.labels(endpoint)
+        self.ttft = TTFT.labels(endpoint)
+        self.tokens_in = TOKENS.labels(endpoint, "in")
+        self.tokens_out = TOKENS.labels(endpoint, "out")
+        self.cost = COST.labels(endpoint)
+        self.over_reservation = OVER_RESERVATION.labels(endpoint)
+        self._requests: dict[tuple[str, str], Counter] = {}
+
+    def requests(self, release: str, status: str) -> Counter:
+        child = self._requests.get((release, status))
+        if child is None:
+            child = self._requests[(release, status)] = REQUESTS.labels(self.name, release, status)
+        return child
+
+
+_series: dict[str, EndpointSeries] = {}
+_rejections: dict[str, Counter] = {}
+
+
+def series(endpoint: str) -> EndpointSeries:
+    found = _series.get(endpoint)
+    if found is None:
+        found = _series[endpoint] = EndpointSeries(endpoint)
+    return found
+
+
+def rejected(code: str) -> None:
+    child = _rejections.get(code)
+    if child is None:
+        child = _rejections[code] = REJECTIONS.labels(code)
+    child.inc()

@@ -32,6 +32,10 @@ class UsageRecord(models.Model):
     http_status = models.PositiveSmallIntegerField(default=200)
     finish_reason = models.CharField(max_length=32, blank=True, default="")
     error_type = models.CharField(max_length=64, blank=True, default="")
+    # What admission reserved: the prompt's token bound and max_tokens. A backend that reports more
+    # is charged as reported; these show by how much the reservation was exceeded.
+    tokens_in_reserved = models.PositiveIntegerField(default=0, db_default=0)
+    tokens_out_reserved = models.PositiveIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["-occurred_at"]

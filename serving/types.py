@@ -23,7 +23,10 @@ class GenerationRequest:
     messages: tuple[dict[str, Any], ...] = ()  # chat only
     prompt: str = ""  # completions / generate only
     params: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, stop, seed, ...
+    # Billed when no backend reports a count, and what the context window is fitted with.
     prompt_tokens_estimate: int = 0
+    # An upper bound on the backend's count: what admission reserves (resolve.py explains both).
+    prompt_tokens_bound: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """The usage ledger's write path: off the request path, batched, exactly once.
 
-1. The gateway appends one record per request to an in-process buffer (no I/O on the request).
-2. A background task pushes the buffer to the Redis list `sb:{usage}:queue` every 100 ms and, at
+1. The gateway appends one record per request to an in-process buffer: a tuple in RECORD_FIELDS
+   order, no I/O and no encoding on the request.
+2. A background task encodes the buffer (one JSON array a record; fields are only ever appended,
+   so a shorter array is an older layout whose missing fields take their defaults), pushes it to
+   the Redis list `sb:{usage}:queue` every 100 ms and, at
    most once a second, asks Celery to drain. If Redis is down the records stay in the (bounded)
    buffer and are retried; overflow is counted and logged as an error, never dropped silently.
 3. The drain task claims a batch atomically (a Lua script moves it from the queue to a
@@ -87,7 +90,12 @@ COLUMNS = (
     "http_status",
     "finish_reason",
     "error_type",
+    "tokens_in_reserved",
+    "tokens_out_reserved",
 )
+# A record as the gateway buffers it: the columns, then the budgets its cost counts against.
+RECORD_FIELDS = (*COLUMNS, "budgets")
+_DEFAULTS = {"tokens_in_reserved": 0, "tokens_out_reserved": 0}
 
 
 def processing_key(batch_id: str) -> str:
@@ -101,23 +109,23 @@ class UsageBuffer:
     def __init__(self, client: aioredis.Redis, *, limit: int = BUFFER_LIMIT) -> None:
         self.client = client
         self.limit = limit
-        self.pending: deque[bytes] = deque()
+        self.pending: deque[tuple[Any, ...]] = deque()
         self.overflowed = 0
         self._last_drain_request = 0.0
         self._drain_owed = False  # records pushed since the last nudge
         self._last_error_log = 0.0
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: tuple[Any, ...]) -> None:
+        """Buffers one record (RECORD_FIELDS order); encoding and I/O happen in `flush`."""
         if len(self.pending) >= self.limit:
             self.overflowed += 1
             logger.error(
                 "usage buffer full (%d records, Redis unreachable?): record %s lost",
                 self.limit,
-                record["request_id"],
+                record[0],
             )
             return
-        self.pending.append(json.dumps(record, separators=(",", ":")).encode())
-        metrics.USAGE_BUFFERED.set(len(self.pending))
+        self.pending.append(record)
 
     async def run(self, interval_s: float = 0.1) -> None:
         while True:
@@ -126,8 +134,9 @@ class UsageBuffer:
             await self._request_drain()
 
     async def flush(self) -> None:
+        metrics.USAGE_BUFFERED.set(len(self.pending))
         while self.pending:
-            batch = [self.pending[i] for i in range(min(BATCH_SIZE, len(self.pending)))]
+            batch = [_encode(self.pending[i]) for i in range(min(BATCH_SIZE, len(self.pending)))]
             try:
                 async with asyncio.timeout(5.0):
                     await self.client.rpush(QUEUE, *batch)
@@ -158,6 +167,10 @@ class UsageBuffer:
             await asyncio.to_thread(_send_drain)
         except Exception:  # the beat schedule drains too; a lost nudge only delays
             logger.warning("could not enqueue the usage drain task", exc_info=True)
+
+
+def _encode(record: tuple[Any, ...]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 def _send_drain() -> None:
@@ -223,7 +236,7 @@ def _parse(items: Iterable[bytes]) -> list[dict[str, Any]]:
     records = []
     for item in items:
         try:
-            record = json.loads(item)
+            record = _as_dict(json.loads(item))
             record["request_id"]
         except (ValueError, KeyError, TypeError):
             logger.error("unreadable usage record moved to %s", DEAD)
@@ -233,10 +246,22 @@ def _parse(items: Iterable[bytes]) -> list[dict[str, Any]]:
     return records
 
 
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A record as a dict: arrays are RECORD_FIELDS positionally (possibly an older, shorter
+    layout); objects are the layout before arrays."""
+    if isinstance(value, list):
+        if not 0 < len(value) <= len(RECORD_FIELDS):
+            raise ValueError("usage record of unknown layout")
+        return dict(zip(RECORD_FIELDS, value, strict=False))
+    if not isinstance(value, dict):
+        raise TypeError("usage record is neither an array nor an object")
+    return value
+
+
 def _row(record: dict[str, Any]) -> list[Any]:
     occurred = datetime.fromtimestamp(float(record["occurred_at"]), tz=UTC)
     values = {**record, "occurred_at": occurred, "cost_usd": Decimal(str(record.get("cost_usd", "0")))}
-    return [values.get(column) for column in COLUMNS]
+    return [values.get(column, _DEFAULTS.get(column)) for column in COLUMNS]
 
 
 def write_batch(items: list[bytes]) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import aiohttp
@@ -18,26 +17,49 @@ import aiohttp
 from serving.types import Completion, EmbeddingResult, GenerationRequest, TokenChunk
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
-    """One replica, with what a call to it needs."""
+    """One replica, with what a call to it needs (built once per replica by the catalog)."""
 
-    url: str
-    credential: str
-    connect_timeout_s: float
-    first_token_timeout_s: float
-    total_timeout_s: float
+    __slots__ = (
+        "_headers",
+        "_timeout",
+        "base",
+        "connect_timeout_s",
+        "credential",
+        "first_token_timeout_s",
+        "total_timeout_s",
+        "url",
+    )
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        credential: str,
+        connect_timeout_s: float,
+        first_token_timeout_s: float,
+        total_timeout_s: float,
+    ) -> None:
+        self.url = url
+        self.base = url.rstrip("/")
+        self.credential = credential
+        self.connect_timeout_s = connect_timeout_s
+        self.first_token_timeout_s = first_token_timeout_s
+        self.total_timeout_s = total_timeout_s
+        # sock_read bounds every wait for bytes, so a stalled stream ends instead of hanging.
+        self._timeout = aiohttp.ClientTimeout(
+            total=total_timeout_s, sock_connect=connect_timeout_s, sock_read=first_token_timeout_s
+        )
+        self._headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+
+    def __repr__(self) -> str:  # never the credential
+        return f"Target({self.url})"
 
     def timeout(self) -> aiohttp.ClientTimeout:
-        # sock_read bounds every wait for bytes, so a stalled stream ends instead of hanging.
-        return aiohttp.ClientTimeout(
-            total=self.total_timeout_s,
-            sock_connect=self.connect_timeout_s,
-            sock_read=self.first_token_timeout_s,
-        )
+        return self._timeout
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.credential}"} if self.credential else {}
+        return self._headers
 
 
 class BackendError(Exception):
@@ -117,7 +139,7 @@ class BackendClient(ABC):
     async def _post(self, target: Target, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         try:
             response = await self.session.post(
-                target.url.rstrip("/") + path, json=body, headers=target.headers(), timeout=target.timeout()
+                target.base + path, json=body, headers=target.headers(), timeout=target.timeout()
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise BackendError(f"cannot reach backend: {type(exc).__name__}", status=502) from exc
@@ -141,7 +163,7 @@ class BackendClient(ABC):
         timeout = aiohttp.ClientTimeout(total=max(target.connect_timeout_s, 1.0) + 1.0)
         try:
             async with self.session.get(
-                target.url.rstrip("/") + path, headers=target.headers(), timeout=timeout
+                target.base + path, headers=target.headers(), timeout=timeout
             ) as response:
                 await response.read()
                 return response.status == 200

@@ -24,13 +24,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Literal
-
-import redis.asyncio as aioredis
 
 from serving.catalog import BudgetView, Limits
 from serving.gateway.errors import BudgetExceeded, RateLimited, Unavailable
+from serving.gateway.rediswire import RedisWire, RedisWireError, ScriptCall
 
 logger = logging.getLogger(__name__)
 
@@ -125,19 +124,23 @@ SETTLE_BATCH = 256
 REDIS_TIMEOUT_S = 1.0
 
 Kind = Literal["w", "c", "b"]
+Unit = Literal["requests", "tokens", "concurrency", "budget"]
+
+
+# --- ledgers and plans ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Ledger:
-    """One limit a request is checked against."""
+    """One limit a request is checked against. What it takes from the limit follows its unit:
+    one request or concurrency slot, the request's tokens, or its worst-case cost."""
 
-    name: str  # for the error message: "key requests per minute", "team budget 'ops'"
+    name: str  # for the error message: "key requests per minute", "team budget #3"
     scope: str  # key | team | endpoint | backend
     kind: Kind
-    unit: Literal["requests", "tokens", "concurrency", "budget"]
+    unit: Unit
     key: str
     limit: int  # -1: count but never refuse (soft budget)
-    amount: int
     hold_ms: int
     seed: int = 0
     seed_ttl_s: int = 0
@@ -146,51 +149,67 @@ class Ledger:
     retry_after_s: int | None = None  # budgets: until the period ends
 
 
+def _amount_field(unit: Unit) -> str:
+    return {"requests": "1", "concurrency": "1", "tokens": "{tokens}", "budget": "{cost}"}[unit]
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPlan:
+    """Everything about a request's admission that does not depend on the request itself.
+
+    Built once per (key, team, endpoint, release) and reused until the catalog reloads one of
+    them, so a request only formats its two amounts into `spec` and sends one packed command.
+    """
+
+    ledgers: tuple[Ledger, ...]
+    call: ScriptCall
+    spec: str  # ADMIT_LUA's ARGV[2] with "{tokens}" and "{cost}" placeholders
+    settles: bool  # False when every ledger is a request window: nothing to settle
+    request_indexes: tuple[int, ...]
+    token_indexes: tuple[int, ...]
+
+    @classmethod
+    def build(cls, ledgers: list[Ledger] | tuple[Ledger, ...], sha: bytes) -> AdmissionPlan:
+        spec = "".join(
+            f"{x.kind},{x.limit},{_amount_field(x.unit)},{x.hold_ms},{x.seed},{x.seed_ttl_s};"
+            for x in ledgers
+        )
+        return cls(
+            ledgers=tuple(ledgers),
+            call=RedisWire.prepare(sha, [x.key for x in ledgers], nargs=2),
+            spec=spec,
+            settles=any(x.unit != "requests" for x in ledgers),
+            request_indexes=tuple(i for i, x in enumerate(ledgers) if x.unit == "requests"),
+            token_indexes=tuple(i for i, x in enumerate(ledgers) if x.unit == "tokens"),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     request_id: str
-    ledgers: tuple[Ledger, ...]
+    plan: AdmissionPlan
+    tokens: int
+    cost_nano: int
     remaining_requests: int | None
     remaining_tokens: int | None
 
-
-def nano_usd(tokens_in: int, tokens_out: int, price_in: Decimal, price_out: Decimal) -> int:
-    """Cost in integer nano-dollars, rounded up so Redis never under-counts."""
-    exact = (tokens_in * price_in + tokens_out * price_out) * NANO_PER_USD / Decimal(1_000_000)
-    return int(exact.to_integral_value(rounding=ROUND_CEILING))
-
-
-def cost_usd(tokens_in: int, tokens_out: int, price_in: Decimal, price_out: Decimal) -> Decimal:
-    return (tokens_in * price_in + tokens_out * price_out) / Decimal(1_000_000)
+    def amount(self, ledger: Ledger) -> int:
+        if ledger.unit == "tokens":
+            return self.tokens
+        return self.cost_nano if ledger.unit == "budget" else 1
 
 
-def _limit_ledgers(scope: str, prefix: str, limits: Limits, *, tokens: int, lease_ms: int) -> list[Ledger]:
+def _limit_ledgers(scope: str, prefix: str, limits: Limits, *, lease_ms: int) -> list[Ledger]:
     out = []
     if limits.rpm is not None:
         out.append(
             Ledger(
-                f"{scope} requests per minute",
-                scope,
-                "w",
-                "requests",
-                f"{prefix}:rpm",
-                limits.rpm,
-                1,
-                WINDOW_MS,
+                f"{scope} requests per minute", scope, "w", "requests", f"{prefix}:rpm", limits.rpm, WINDOW_MS
             )
         )
     if limits.tpm is not None:
         out.append(
-            Ledger(
-                f"{scope} tokens per minute",
-                scope,
-                "w",
-                "tokens",
-                f"{prefix}:tpm",
-                limits.tpm,
-                tokens,
-                WINDOW_MS,
-            )
+            Ledger(f"{scope} tokens per minute", scope, "w", "tokens", f"{prefix}:tpm", limits.tpm, WINDOW_MS)
         )
     if limits.concurrency is not None:
         out.append(
@@ -201,14 +220,13 @@ def _limit_ledgers(scope: str, prefix: str, limits: Limits, *, tokens: int, leas
                 "concurrency",
                 f"{prefix}:cc",
                 limits.concurrency,
-                1,
                 lease_ms,
             )
         )
     return out
 
 
-def _budget_ledger(team_prefix: str, budget: BudgetView, *, amount: int, lease_ms: int, now: float) -> Ledger:
+def _budget_ledger(team_prefix: str, budget: BudgetView, *, lease_ms: int, now: float) -> Ledger:
     start = int(budget.period_start)
     ttl = int(budget.period_end - now) + 7 * 86400 if budget.period_end else 0
     retry = max(1, math.ceil(budget.period_end - now)) if budget.period_end else None
@@ -219,7 +237,6 @@ def _budget_ledger(team_prefix: str, budget: BudgetView, *, amount: int, lease_m
         unit="budget",
         key=f"{team_prefix}:bud:{budget.uid}:{start}",
         limit=budget.limit_nano if budget.hard else -1,
-        amount=amount,
         hold_ms=lease_ms,
         seed=budget.spent_nano,
         seed_ttl_s=max(ttl, 0),
@@ -244,28 +261,22 @@ class AdmissionScopes:
     budgets: tuple[BudgetView, ...]
 
 
-def plan(scopes: AdmissionScopes, *, tokens: int, cost_nano: int, lease_ms: int) -> list[Ledger]:
+def plan(scopes: AdmissionScopes, *, lease_ms: int) -> list[Ledger]:
     """Every ledger a request must pass, in a fixed order (key, team, endpoint, backend, budgets)."""
     team = f"sb:{{t{scopes.team}}}"
     ledgers: list[Ledger] = []
     if scopes.key is not None:
-        ledgers += _limit_ledgers(
-            "key", f"{team}:key:{scopes.key}", scopes.key_limits, tokens=tokens, lease_ms=lease_ms
-        )
-    ledgers += _limit_ledgers("team", f"{team}:team", scopes.team_limits, tokens=tokens, lease_ms=lease_ms)
+        ledgers += _limit_ledgers("key", f"{team}:key:{scopes.key}", scopes.key_limits, lease_ms=lease_ms)
+    ledgers += _limit_ledgers("team", f"{team}:team", scopes.team_limits, lease_ms=lease_ms)
     ledgers += _limit_ledgers(
-        "endpoint", f"{team}:ep:{scopes.endpoint}", scopes.endpoint_limits, tokens=tokens, lease_ms=lease_ms
+        "endpoint", f"{team}:ep:{scopes.endpoint}", scopes.endpoint_limits, lease_ms=lease_ms
     )
     ledgers += _limit_ledgers(
-        "backend", f"{team}:be:{scopes.backend}", scopes.backend_limits, tokens=tokens, lease_ms=lease_ms
+        "backend", f"{team}:be:{scopes.backend}", scopes.backend_limits, lease_ms=lease_ms
     )
     now = time.time()
-    ledgers += [_budget_ledger(team, b, amount=cost_nano, lease_ms=lease_ms, now=now) for b in scopes.budgets]
+    ledgers += [_budget_ledger(team, b, lease_ms=lease_ms, now=now) for b in scopes.budgets]
     return ledgers
-
-
-def _spec(ledgers: list[Ledger]) -> str:
-    return "".join(f"{x.kind},{x.limit},{x.amount},{x.hold_ms},{x.seed},{x.seed_ttl_s};" for x in ledgers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,35 +291,48 @@ class Admission:
 
     Settling late only holds reservations a few milliseconds longer, which can refuse but never
     over-admit: the safe direction. Batching makes the request path one Redis call, not two.
+    Both scripts go over one pipelined connection (rediswire).
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self._admit = client.register_script(ADMIT_LUA)
-        self._settle = client.register_script(SETTLE_LUA)
+    def __init__(self, wire: RedisWire) -> None:
+        self.wire = wire
+        self.admit_sha = wire.script(ADMIT_LUA)
+        self._settle_sha = wire.script(SETTLE_LUA)
         self._pending: list[_Settlement] = []
         self._wake = asyncio.Event()
 
-    async def reserve(self, request_id: str, ledgers: list[Ledger]) -> Reservation:
+    def build_plan(self, ledgers: list[Ledger] | tuple[Ledger, ...]) -> AdmissionPlan:
+        return AdmissionPlan.build(ledgers, self.admit_sha)
+
+    async def reserve(
+        self, request_id: str, plan: AdmissionPlan, *, tokens: int, cost_nano: int
+    ) -> Reservation:
+        spec = plan.spec.format(tokens=tokens, cost=cost_nano) if plan.settles else plan.spec
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
-                result = await self._admit(keys=[x.key for x in ledgers], args=[request_id, _spec(ledgers)])
-        except (aioredis.RedisError, OSError, TimeoutError) as exc:
-            logger.error("admission failed: Redis unavailable (refusing: budgets fail closed)")
+                result = await self.wire.evalsha(plan.call, request_id, spec)
+        except (RedisWireError, OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                self.wire.reset()
+            logger.error("admission failed: Redis unavailable (refusing: budgets fail closed): %s", exc)
             raise Unavailable("rate limits and budgets cannot be checked right now; retry shortly") from exc
-        if int(result[0]) == 0:
-            raise _refusal(ledgers[int(result[1])], int(result[2]))
-        remaining = [int(x) for x in result[1:]]
+        if result[0] == 0:
+            ledger = plan.ledgers[result[1]]
+            raise _refusal(
+                ledger, amount=tokens if ledger.unit == "tokens" else cost_nano, retry_ms=result[2]
+            )
         return Reservation(
             request_id=request_id,
-            ledgers=tuple(ledgers),
-            remaining_requests=_least(ledgers, remaining, "requests"),
-            remaining_tokens=_least(ledgers, remaining, "tokens"),
+            plan=plan,
+            tokens=tokens,
+            cost_nano=cost_nano,
+            remaining_requests=_least(result, plan.request_indexes),
+            remaining_tokens=_least(result, plan.token_indexes),
         )
 
     def settle(self, reservation: Reservation, *, tokens: int, cost_nano: int) -> None:
         """Queues the swap of reserved amounts for actual ones; `run` applies it within milliseconds."""
-        if any(ledger.unit != "requests" for ledger in reservation.ledgers):
+        if reservation.plan.settles:
             self._pending.append(_Settlement(reservation, tokens, cost_nano))
             self._wake.set()
 
@@ -324,7 +348,9 @@ class Admission:
                 try:
                     async with asyncio.timeout(REDIS_TIMEOUT_S * 5):
                         await self._apply(batch)
-                except (aioredis.RedisError, OSError, TimeoutError):
+                except (RedisWireError, OSError, TimeoutError) as exc:
+                    if isinstance(exc, TimeoutError):
+                        self.wire.reset()
                     logger.error("settling %d requests failed; retrying in %.1fs", len(batch), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
@@ -342,34 +368,36 @@ class Admission:
         keys: dict[str, int] = {}
         parts = []
         for item in batch:
-            for ledger in item.reservation.ledgers:
+            reservation = item.reservation
+            rid = reservation.request_id
+            for ledger in reservation.plan.ledgers:
                 if ledger.unit == "requests":
                     continue
-                index = keys.setdefault(ledger.key, len(keys) + 1)
+                reserved = reservation.amount(ledger)
                 actual = (
-                    item.cost_nano
-                    if ledger.kind == "b"
-                    else item.tokens
-                    if ledger.kind == "w"
-                    else ledger.amount
+                    item.cost_nano if ledger.kind == "b" else item.tokens if ledger.kind == "w" else reserved
                 )
+                if ledger.kind == "w" and actual == reserved:
+                    continue  # a window entry that already holds the right amount
+                index = keys.setdefault(ledger.key, len(keys) + 1)
                 parts.append(
-                    f"{index},{ledger.kind},{item.reservation.request_id},{ledger.amount},{actual},"
-                    f"{ledger.seed},{ledger.seed_ttl_s};"
+                    f"{index},{ledger.kind},{rid},{reserved},{actual},{ledger.seed},{ledger.seed_ttl_s};"
                 )
-        await self._settle(keys=list(keys), args=["".join(parts)])
+        if parts:
+            call = RedisWire.prepare(self._settle_sha, list(keys), nargs=1)
+            await self.wire.evalsha(call, "".join(parts))
 
 
-def _least(ledgers: list[Ledger], remaining: list[int], unit: str) -> int | None:
-    values = [r for ledger, r in zip(ledgers, remaining, strict=False) if ledger.unit == unit and r >= 0]
+def _least(result: list[int], indexes: tuple[int, ...]) -> int | None:
+    values = [result[i + 1] for i in indexes if result[i + 1] >= 0]
     return min(values) if values else None
 
 
-def _refusal(ledger: Ledger, retry_ms: int) -> RateLimited | BudgetExceeded:
+def _refusal(ledger: Ledger, *, amount: int, retry_ms: int) -> RateLimited | BudgetExceeded:
     if ledger.unit == "budget":
         return BudgetExceeded(
             f"the {ledger.scope} budget is exhausted for this period: this request could cost up to "
-            f"${Decimal(ledger.amount) / NANO_PER_USD:f}; lower max_tokens or raise the budget",
+            f"${Decimal(amount) / NANO_PER_USD:f}; lower max_tokens or raise the budget",
             retry_after=ledger.retry_after_s or 3600,
         )
     retry = max(1, math.ceil(retry_ms / 1000)) if ledger.kind == "w" else 1

@@ -12,31 +12,32 @@ import asyncio
 import logging
 import random
 import time
-from decimal import Decimal
 from typing import Any
 
 from serving import metrics
 from serving.backends import BackendError, ChunkStream, StreamCut
 from serving.catalog import EndpointView, Principal, ReleaseView, TeamView
-from serving.gateway.admission import (
-    LEASE_SLACK_MS,
-    AdmissionScopes,
-    Reservation,
-    cost_usd,
-    nano_usd,
-    plan,
-)
+from serving.gateway.admission import LEASE_SLACK_MS, AdmissionPlan, AdmissionScopes, Reservation, plan
 from serving.gateway.errors import GatewayError, NotFound, UpstreamError, UpstreamTimeout
 from serving.gateway.protocols import ClientRequest
-from serving.gateway.resolve import Prepared, estimate_tokens, pick_release, prepare
+from serving.gateway.resolve import (
+    COUNT_INLINE_MAX_CHARS,
+    Prepared,
+    pick_release,
+    prepare,
+    prepare_embeddings,
+    prompt_size,
+)
 from serving.gateway.routing import choose_replica
 from serving.gateway.runtime import Gateway
-from serving.types import Completion, EmbeddingResult, GenerationRequest, RouteDecision, TokenChunk
+from serving.money import nano_from_pico, usd_text
+from serving.types import Completion, EmbeddingResult, RouteDecision, TokenChunk
 
 logger = logging.getLogger(__name__)
 
 ATTEMPTS_PER_RELEASE = 3
 BACKOFF_BASE_S = 0.05
+PLAN_CACHE_SIZE = 4096
 
 
 class Call:
@@ -62,46 +63,52 @@ class Call:
         self.t_dispatch = 0.0
         self.t_first = 0.0
         self.finished = False
-        self.cost = Decimal(0)
+        self.cost_pico = 0
         self.tokens_in = 0
         self.tokens_out = 0
+        self.over_reservation = False
+        self.series: metrics.EndpointSeries | None = None
 
     # --- resolve and admission -----------------------------------------------------------------
 
     async def admit(self) -> None:
-        team = await self.gw.catalog.team(self.principal.team_id)
-        endpoint = await self.gw.catalog.endpoint(self.principal.team_id, self.request.endpoint)
-        if endpoint is None or team is None or not self.principal.may_call(endpoint.id):
+        principal = self.principal
+        team = await self.gw.catalog.team(principal.team_id)
+        endpoint = await self.gw.catalog.endpoint(principal.team_id, self.request.endpoint)
+        if endpoint is None or team is None or not principal.may_call(endpoint.id):
             message = f"no endpoint named '{self.request.endpoint}' for this key"
             raise NotFound(f"{message}: GET /v1/models lists the ones it may call", code="model_not_found")
         self.endpoint = endpoint
-        metrics.IN_FLIGHT.labels(endpoint.name).inc()
-        principal = self.principal
+        self.series = metrics.series(endpoint.name)
+        self.series.in_flight.inc()
         subject = self.request.user or (
             f"key:{principal.lookup_id}" if principal.lookup_id else f"user:{principal.name}"
         )
         primary = pick_release(endpoint, subject)
         self.release = primary
-        self.prepared = self._prepare(primary)
-        self.candidates = [(primary, self.prepared), *self._fallbacks(endpoint, primary)]
+        self.prepared = await self._prepare(primary)
+        self.candidates = [(primary, self.prepared)]
+        if endpoint.fallbacks:
+            self.candidates += await self._fallbacks(endpoint, primary)
         await self._reserve(team, endpoint)
 
-    def _prepare(self, release: ReleaseView) -> Prepared:
+    async def _prepare(self, release: ReleaseView) -> Prepared:
         if self.request.api == "embeddings":
-            tokens = sum(estimate_tokens(text) for text in self.request.inputs)
-            generation = GenerationRequest(
-                api="embeddings", model=release.model_name, max_tokens=0, prompt_tokens_estimate=tokens
-            )
-            return Prepared(generation=generation, affinity=None)
+            return prepare_embeddings(self.request, release)
+        if release.counter is not None and prompt_size(self.request) > COUNT_INLINE_MAX_CHARS:
+            # Exact counting of a long prompt takes milliseconds: not on the event loop.
+            return await asyncio.to_thread(prepare, self.request, release)
         return prepare(self.request, release)
 
-    def _fallbacks(self, endpoint: EndpointView, primary: ReleaseView) -> list[tuple[ReleaseView, Prepared]]:
+    async def _fallbacks(
+        self, endpoint: EndpointView, primary: ReleaseView
+    ) -> list[tuple[ReleaseView, Prepared]]:
         out = []
         for release in endpoint.fallbacks:
             if release.id == primary.id:
                 continue
             try:
-                out.append((release, self._prepare(release)))
+                out.append((release, await self._prepare(release)))
             except GatewayError:  # e.g. a smaller context window: that fallback cannot take this request
                 continue
         return out
@@ -111,33 +118,44 @@ class Call:
         generation = self.prepared.generation
         # Reserve the worst case over every release that may serve, so a fallback cannot overspend.
         worst = max(
-            nano_usd(
-                p.generation.prompt_tokens_estimate,
-                p.generation.max_tokens,
-                r.price_in_per_mtok,
-                r.price_out_per_mtok,
-            )
-            for r, p in self.candidates
+            r.cost_pico(p.generation.prompt_tokens_bound, p.generation.max_tokens) for r, p in self.candidates
         )
-        lease_ms = int(max(r.backend.total_timeout_s for r, _ in self.candidates) * 1000) + LEASE_SLACK_MS
+        self.reservation = await self.gw.admission.reserve(
+            self.request_id,
+            self._plan(team, endpoint, self.release),
+            tokens=generation.prompt_tokens_bound + generation.max_tokens,
+            cost_nano=nano_from_pico(worst),
+        )
+
+    def _plan(self, team: TeamView, endpoint: EndpointView, release: ReleaseView) -> AdmissionPlan:
+        """The admission plan of these (immutable) catalog views: built once, then reused."""
+        principal = self.principal
+        cache = self.gw.plans
+        key = (id(principal), id(team), id(endpoint), id(release))
+        entry = cache.get(key)
+        # Keyed by identity: the entry holds the views, so while it lives no other object can have
+        # their ids, and a reloaded view (a new object) gets a plan of its own.
+        if entry is not None:
+            return entry[4]
+        # Leases outlive the slowest release that may serve (every fallback included).
+        releases = [release, *endpoint.fallbacks]
+        lease_ms = int(max(r.backend.total_timeout_s for r in releases) * 1000) + LEASE_SLACK_MS
         scopes = AdmissionScopes(
             team=team.uid,
-            key=self.principal.lookup_id or None,
+            key=principal.lookup_id or None,
             endpoint=endpoint.uid,
-            backend=self.release.backend.uid,
-            key_limits=self.principal.limits,
+            backend=release.backend.uid,
+            key_limits=principal.limits,
             team_limits=team.limits,
             endpoint_limits=endpoint.limits,
-            backend_limits=self.release.backend.limits,
-            budgets=(*self.principal.budgets, *team.budgets, *endpoint.budgets),
+            backend_limits=release.backend.limits,
+            budgets=(*principal.budgets, *team.budgets, *endpoint.budgets),
         )
-        ledgers = plan(
-            scopes,
-            tokens=generation.prompt_tokens_estimate + generation.max_tokens,
-            cost_nano=worst,
-            lease_ms=lease_ms,
-        )
-        self.reservation = await self.gw.admission.reserve(self.request_id, ledgers)
+        built = self.gw.admission.build_plan(plan(scopes, lease_ms=lease_ms))
+        if len(cache) >= PLAN_CACHE_SIZE:
+            cache.clear()
+        cache[key] = (principal, team, endpoint, release, built)
+        return built
 
     # --- dispatch with retries and fallback (before the first token only) -------------------------
 
@@ -196,23 +214,27 @@ class Call:
     ) -> Completion | EmbeddingResult | None:
         backend = release.backend
         client = self.gw.clients[backend.kind]
-        target = self.gw.target(backend, decision.url)
+        target = backend.target(decision.replica_id, decision.url)
         self.gw.book.begin(decision.replica_id, probe=decision.reason == "half_open_probe")
         self.t_dispatch = self.t_dispatch or time.perf_counter()
         started = time.perf_counter()
         result: Completion | EmbeddingResult | None = None
-        # asyncio.timeout, not wait_for: no extra task per attempt on the hot path.
-        if streaming:
-            async with asyncio.timeout(backend.first_token_timeout_s):
-                await self._first_token(client, target, prepared)
-        elif prepared.generation.api == "embeddings":
-            async with asyncio.timeout(backend.total_timeout_s):
-                result = await client.embed(
-                    target, model=prepared.generation.model, inputs=list(self.request.inputs)
-                )
-        else:
-            async with asyncio.timeout(backend.total_timeout_s):
-                result = await client.generate(target, prepared.generation)
+        try:
+            # asyncio.timeout, not wait_for: no extra task per attempt on the hot path.
+            if streaming:
+                async with asyncio.timeout(backend.first_token_timeout_s):
+                    await self._first_token(client, target, prepared)
+            elif prepared.generation.api == "embeddings":
+                async with asyncio.timeout(backend.total_timeout_s):
+                    result = await client.embed(
+                        target, model=prepared.generation.model, inputs=list(self.request.inputs)
+                    )
+            else:
+                async with asyncio.timeout(backend.total_timeout_s):
+                    result = await client.generate(target, prepared.generation)
+        except asyncio.CancelledError:  # the client left (or shutdown): the attempt ends, not failed
+            self.gw.book.end(decision.replica_id)
+            raise
         self.t_first = time.perf_counter()
         self.gw.book.success(decision.replica_id, backend, (self.t_first - started) * 1000)
         self.release, self.prepared, self.decision = release, prepared, decision
@@ -267,9 +289,11 @@ class Call:
     # --- settle ---------------------------------------------------------------------------------
 
     def settle_tokens(self, *, completed: Completion | None = None, billable: bool = True) -> None:
-        """Fixes the tokens and cost to bill: the backend's counts, else what was delivered."""
+        """Fixes the tokens and cost to bill: the backend's counts, else the gateway's estimate of
+        the prompt (never above what was reserved for it) and the tokens delivered."""
         assert self.prepared is not None and self.release is not None
-        estimate = self.prepared.generation.prompt_tokens_estimate
+        generation = self.prepared.generation
+        estimate = generation.prompt_tokens_estimate
         if completed is not None:
             self.tokens_in, self.tokens_out = completed.prompt_tokens, completed.completion_tokens
         elif self.final is not None:
@@ -279,9 +303,12 @@ class Call:
             )
         elif billable and self.first is not None:
             self.tokens_in, self.tokens_out = estimate, self.delivered  # a cut or cancelled stream
-        self.cost = cost_usd(
-            self.tokens_in, self.tokens_out, self.release.price_in_per_mtok, self.release.price_out_per_mtok
+        # A backend that counts more than the reservation allowed is charged as it reports (it did
+        # the work) and the request is marked, so an overrun of a budget is visible, not silent.
+        self.over_reservation = (
+            self.tokens_in > generation.prompt_tokens_bound or self.tokens_out > generation.max_tokens
         )
+        self.cost_pico = self.release.cost_pico(self.tokens_in, self.tokens_out)
 
     def finish(self, *, status: str, http_status: int, finish_reason: str = "", error_type: str = "") -> None:
         if self.finished:
@@ -291,64 +318,81 @@ class Call:
             self.stream.close()
         if self.decision is not None:
             self.gw.book.end(self.decision.replica_id)
-        if self.reservation is not None and self.release is not None:
-            cost_nano = nano_usd(
-                self.tokens_in,
-                self.tokens_out,
-                self.release.price_in_per_mtok,
-                self.release.price_out_per_mtok,
-            )
+        if self.reservation is not None:
             self.gw.admission.settle(
-                self.reservation, tokens=self.tokens_in + self.tokens_out, cost_nano=cost_nano
+                self.reservation,
+                tokens=self.tokens_in + self.tokens_out,
+                cost_nano=nano_from_pico(self.cost_pico),
             )
         if self.endpoint is not None:
             self._record(status, http_status, finish_reason, error_type)
 
     def _record(self, status: str, http_status: int, finish_reason: str, error_type: str) -> None:
-        assert self.endpoint is not None
+        assert self.endpoint is not None and self.series is not None
         latency_s = time.perf_counter() - self.t0
         ttft_ms = (self.t_first - self.t0) * 1000 if self.t_first else None
         release = self.release
-        budgets = [
-            [ledger.budget_id, ledger.budget_period_start]
-            for ledger in (self.reservation.ledgers if self.reservation else ())
-            if ledger.budget_id is not None
-        ]
-        self.gw.usage.add(
-            {
-                "request_id": self.request_id,
-                "occurred_at": self.occurred_at,
-                "team_id": self.principal.team_id,
-                "api_key_id": self.principal.key_id,
-                "endpoint_id": self.endpoint.id,
-                "release_id": release.id if release else None,
-                "model_version_id": release.model_version_id if release else None,
-                "endpoint_name": self.endpoint.name,
-                "release_name": release.name if release else "",
-                "replica": self.decision.url if self.decision else "",
-                "api": self.request.api,
-                "tokens_in": self.tokens_in,
-                "tokens_out": self.tokens_out,
-                "cost_usd": str(self.cost),
-                "ttft_ms": ttft_ms,
-                "latency_ms": latency_s * 1000,
-                "status": status,
-                "http_status": http_status,
-                "finish_reason": finish_reason,
-                "error_type": error_type,
-                "budgets": budgets if self.cost else [],
-            }
+        reservation = self.reservation
+        cost = usd_text(self.cost_pico)
+        budgets = (
+            [
+                [x.budget_id, x.budget_period_start]
+                for x in reservation.plan.ledgers
+                if x.budget_id is not None
+            ]
+            if reservation is not None and self.cost_pico
+            else []
         )
-        name = self.endpoint.name
-        metrics.IN_FLIGHT.labels(name).dec()
-        metrics.REQUESTS.labels(name, release.name if release else "", status).inc()
-        metrics.LATENCY.labels(name).observe(latency_s)
+        generation = self.prepared.generation if self.prepared is not None else None
+        # Positional, in serving.usage.RECORD_FIELDS order (encoded off the request path).
+        self.gw.usage.add(
+            (
+                self.request_id,
+                self.occurred_at,
+                self.principal.team_id,
+                self.principal.key_id,
+                self.endpoint.id,
+                release.id if release else None,
+                release.model_version_id if release else None,
+                self.endpoint.name,
+                release.name if release else "",
+                self.decision.url if self.decision else "",
+                self.request.api,
+                self.tokens_in,
+                self.tokens_out,
+                cost,
+                ttft_ms,
+                latency_s * 1000,
+                status,
+                http_status,
+                finish_reason,
+                error_type,
+                generation.prompt_tokens_bound if generation is not None and reservation is not None else 0,
+                generation.max_tokens if generation is not None and reservation is not None else 0,
+                budgets,
+            )
+        )
+        series = self.series
+        series.in_flight.dec()
+        series.requests(release.name if release else "", status).inc()
+        series.latency.observe(latency_s)
         if ttft_ms is not None:
-            metrics.TTFT.labels(name).observe(ttft_ms / 1000)
+            series.ttft.observe(ttft_ms / 1000)
         if self.tokens_in or self.tokens_out:
-            metrics.TOKENS.labels(name, "in").inc(self.tokens_in)
-            metrics.TOKENS.labels(name, "out").inc(self.tokens_out)
-            metrics.COST.labels(name).inc(float(self.cost))
+            series.tokens_in.inc(self.tokens_in)
+            series.tokens_out.inc(self.tokens_out)
+            series.cost.inc(self.cost_pico / 1e12)
+        if self.over_reservation:
+            series.over_reservation.inc()
+            logger.warning(
+                "backend reported more tokens than reserved (%d in / %d out, reserved %s / %s); "
+                "charged as reported",
+                self.tokens_in,
+                self.tokens_out,
+                generation.prompt_tokens_bound if generation else "?",
+                generation.max_tokens if generation else "?",
+                extra={"request_id": self.request_id},
+            )
 
     # --- headers ---------------------------------------------------------------------------------
 
@@ -358,23 +402,26 @@ class Call:
             return (time.perf_counter() - self.t0) * 1000
         return ((self.t_dispatch - self.t0) + (time.perf_counter() - self.t_first)) * 1000
 
-    def headers(self, *, with_cost: bool) -> dict[str, str]:
-        headers = {"x-request-id": self.request_id}
+    def headers(self, *, with_cost: bool) -> list[tuple[bytes, bytes]]:
+        """The gateway's response headers, as raw ASGI pairs."""
+        headers = [(b"x-request-id", self.request_id.encode())]
         if self.endpoint is not None:
-            headers["x-switchboard-endpoint"] = self.endpoint.name
+            headers.append((b"x-switchboard-endpoint", self.endpoint.name.encode()))
         if self.release is not None:
-            headers["x-switchboard-release"] = self.release.name
-        if self.decision is not None and self.release is not None:
-            headers["x-switchboard-replica"] = f"{self.release.backend.name}/{self.decision.replica_id}"
+            headers.append((b"x-switchboard-release", self.release.name.encode()))
+            if self.decision is not None:
+                replica = f"{self.release.backend.name}/{self.decision.replica_id}"
+                headers.append((b"x-switchboard-replica", replica.encode()))
         if with_cost:
-            headers["x-switchboard-cost-usd"] = f"{self.cost:f}"
+            headers.append((b"x-switchboard-cost-usd", usd_text(self.cost_pico).encode()))
         reservation = self.reservation
         if reservation is not None and reservation.remaining_requests is not None:
-            headers["x-ratelimit-remaining-requests"] = str(reservation.remaining_requests)
+            headers.append((b"x-ratelimit-remaining-requests", b"%d" % reservation.remaining_requests))
         if reservation is not None and reservation.remaining_tokens is not None:
-            headers["x-ratelimit-remaining-tokens"] = str(reservation.remaining_tokens)
-        metrics.OVERHEAD.observe(overhead := self.overhead_ms() / 1000)
-        headers["x-switchboard-overhead-ms"] = f"{overhead * 1000:.3f}"
+            headers.append((b"x-ratelimit-remaining-tokens", b"%d" % reservation.remaining_tokens))
+        overhead_ms = self.overhead_ms()
+        metrics.OVERHEAD.observe(overhead_ms / 1000)
+        headers.append((b"x-switchboard-overhead-ms", b"%.3f" % overhead_ms))
         return headers
 
     def summary(self) -> dict[str, Any]:
@@ -382,7 +429,7 @@ class Call:
         return {
             "request_id": self.request_id,
             "release": self.release.name if self.release else "",
-            "cost_usd": f"{self.cost:f}",
+            "cost_usd": usd_text(self.cost_pico),
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
         }

@@ -1,5 +1,20 @@
 """Resolve: endpoint → release (sticky split), prompt rendering, defaults, context-window trim.
 
+Token counts. Two numbers per request:
+- the estimate, used to fit the context window and billed when no backend reports a count: the
+  exact count when the model version's tokenizer is available locally (tokens.py), otherwise a
+  typical-text estimate of UTF-8 bytes / 3;
+- the bound, what admission reserves against rate limits and budgets: an upper bound on what the
+  backend can count. With a local tokenizer it is the exact count; without one it is the UTF-8
+  byte length + 1 per text (every token of a byte-level BPE covers at least one byte, and so does
+  every SentencePiece piece or byte-fallback token, plus one for a dummy-prefix piece), capped at
+  the context window (no backend accepts a longer prompt). Bytes / 3 was not a bound: code, CJK
+  and small vocabularies (the demo model: 1 token a byte for CJK) count 1-3 tokens a byte.
+Both add the chat template's tokens: PER_MESSAGE_OVERHEAD a message and PER_REQUEST_OVERHEAD once
+(role markers, BOS, the generation prompt, a default system prompt; generous on purpose). A
+template or normaliser that adds more is still billed as the backend counts it: settlement
+charges the backend's figure and records the excess (pipeline.Call.settle_tokens).
+
 Policy for fitting a request into the model's context window (W tokens, prompt estimate P,
 output budget M = max_tokens):
 1. M >= W is refused (400): no prompt could fit.
@@ -9,9 +24,6 @@ output budget M = max_tokens):
 3. Still too long, and the client did not set max_tokens: M shrinks to W - P (at least 1).
 4. Still too long: 400 naming the sizes. Plain prompts (completions, generate) are never cut:
    cutting text silently changes its meaning, so the client decides.
-Token counts are estimated without a tokenizer, as UTF-8 bytes / 3 (+4 per chat message). That
-over-counts ordinary text (~4 bytes a token), so trimming and budget reservations err on the safe
-side; the backend's own count is what gets billed.
 """
 
 from __future__ import annotations
@@ -25,10 +37,14 @@ from serving.gateway import prompting
 from serving.gateway.errors import BadRequest, Unavailable
 from serving.gateway.protocols import ClientRequest
 from serving.gateway.routing import affinity_key, pick_weighted, sticky_bucket
+from serving.gateway.tokens import TokenCounter
 from serving.types import GenerationRequest
 
 DEFAULT_MAX_TOKENS = 256
-_PER_MESSAGE_TOKENS = 4
+PER_MESSAGE_OVERHEAD = 8
+PER_REQUEST_OVERHEAD = 32
+# Prompts longer than this (characters) are counted in a worker thread, not on the event loop.
+COUNT_INLINE_MAX_CHARS = 2048
 _DEFAULT_PARAM_NAMES = (
     "temperature",
     "top_p",
@@ -43,12 +59,20 @@ _DEFAULT_PARAM_NAMES = (
 )
 
 
-def estimate_tokens(text: str) -> int:
-    return len(text.encode()) // 3 + 1
+def measure(text: str, counter: TokenCounter | None) -> tuple[int, int]:
+    """(estimate, bound) of one text's tokens, without template overhead (see the module doc)."""
+    if counter is not None:
+        exact = counter.count(text)
+        return exact, exact
+    size = len(text.encode())
+    return size // 3 + 1, size + 1
 
 
-def estimate_messages(messages: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> int:
-    return sum(estimate_tokens(m["content"]) + _PER_MESSAGE_TOKENS for m in messages)
+def prompt_size(client: ClientRequest) -> int:
+    """Characters the client sent: decides whether counting runs inline or in a thread."""
+    if client.messages:
+        return sum(len(m["content"]) for m in client.messages)
+    return len(client.prompt) + sum(len(text) for text in client.inputs)
 
 
 def pick_release(endpoint: EndpointView, subject: str) -> ReleaseView:
@@ -103,15 +127,17 @@ def _prompt_text(client: ClientRequest, release: ReleaseView) -> str:
     return "\n\n".join(part for part in (rendered.system, rendered.text, client.prompt) if part)
 
 
-def _trim_chat(messages: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
-    size = estimate_messages(messages)
-    while size > budget:
+def _trim_chat(messages: list[dict[str, Any]], sizes: list[tuple[int, int]], budget: int) -> tuple[int, int]:
+    """Drops old turns (in place) until the estimate fits `budget`; returns (estimate, bound)."""
+    estimate = sum(e for e, _ in sizes) + PER_MESSAGE_OVERHEAD * len(sizes) + PER_REQUEST_OVERHEAD
+    while estimate > budget:
         droppable = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
         if droppable is None:
             break
-        size -= estimate_tokens(messages[droppable]["content"]) + _PER_MESSAGE_TOKENS
-        del messages[droppable]
-    return messages
+        estimate -= sizes[droppable][0] + PER_MESSAGE_OVERHEAD
+        del messages[droppable], sizes[droppable]
+    bound = sum(b for _, b in sizes) + PER_MESSAGE_OVERHEAD * len(sizes) + PER_REQUEST_OVERHEAD
+    return estimate, bound
 
 
 def _fit(prompt_tokens: int, max_tokens: int, explicit: bool, window: int) -> int:
@@ -142,17 +168,19 @@ def prepare(client: ClientRequest, release: ReleaseView) -> Prepared:
     if max_tokens >= window and explicit:
         raise BadRequest(f"max_tokens must be below the model's context window of {window} tokens")
     max_tokens = min(max_tokens, window - 1)
+    counter = release.counter
     if client.api == "chat":
         # Without an explicit max_tokens, history is kept as long as a quarter of the window is left.
         keep_for_output = max_tokens if explicit else min(max_tokens, window // 4)
-        messages = _trim_chat(_chat_messages(client, release), window - keep_for_output)
-        prompt_tokens = estimate_messages(messages)
+        messages = _chat_messages(client, release)
+        sizes = [measure(m["content"], counter) for m in messages]
+        estimate, bound = _trim_chat(messages, sizes, window - keep_for_output)
         prompt = ""
     else:
         messages = []
         prompt = _prompt_text(client, release)
-        prompt_tokens = estimate_tokens(prompt)
-    max_tokens = _fit(prompt_tokens, max_tokens, explicit, window)
+        estimate, bound = (n + PER_REQUEST_OVERHEAD for n in measure(prompt, counter))
+    max_tokens = _fit(estimate, max_tokens, explicit, window)
     generation = GenerationRequest(
         api=client.api,
         model=release.model_name,
@@ -160,6 +188,21 @@ def prepare(client: ClientRequest, release: ReleaseView) -> Prepared:
         messages=tuple(messages),
         prompt=prompt,
         params=_params(client, release),
-        prompt_tokens_estimate=prompt_tokens,
+        prompt_tokens_estimate=estimate,
+        prompt_tokens_bound=max(estimate, min(bound, window)),
     )
     return Prepared(generation=generation, affinity=affinity_key(prefix_of(messages, prompt)))
+
+
+def prepare_embeddings(client: ClientRequest, release: ReleaseView) -> Prepared:
+    """Embedding models have their own tokenizers (WordPiece, ...): always the byte bound, plus
+    two special tokens an input ([CLS]/[SEP] or BOS/EOS)."""
+    sizes = [measure(text, None) for text in client.inputs]
+    generation = GenerationRequest(
+        api="embeddings",
+        model=release.model_name,
+        max_tokens=0,
+        prompt_tokens_estimate=sum(e for e, _ in sizes),
+        prompt_tokens_bound=sum(b + 2 for _, b in sizes),
+    )
+    return Prepared(generation=generation, affinity=None)

@@ -22,10 +22,11 @@ from django.conf import settings
 
 from controlplane.crypto import digest_matches, parse_api_key
 from controlplane.models import KeyScope
-from serving.backends import BackendClient, Target, backend_class, registered_kinds
+from serving.backends import BackendClient, backend_class, registered_kinds
 from serving.catalog import BackendView, Catalog, Principal
 from serving.gateway.admission import Admission
 from serving.gateway.errors import Forbidden, Unauthorized
+from serving.gateway.rediswire import RedisWire
 from serving.gateway.replicas import ReplicaBook
 from serving.usage import UsageBuffer
 
@@ -44,7 +45,10 @@ class Gateway:
             max_connections=256,
             retry_on_timeout=False,
         )
-        self.admission = Admission(self.redis)
+        # The request path's Redis scripts share one pipelined connection (rediswire.py).
+        self.wire = RedisWire(redis_url)
+        self.admission = Admission(self.wire)
+        self.plans: dict[tuple[int, ...], tuple[Any, ...]] = {}  # pipeline.Call._plan's cache
         self.usage = UsageBuffer(self.redis)
         self.session: aiohttp.ClientSession | None = None
         self.clients: dict[str, BackendClient] = {}
@@ -54,7 +58,10 @@ class Gateway:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # No cookie jar: backends are APIs, and filtering cookies per request costs time.
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
         self.clients = {kind: backend_class(kind)(self.session) for kind in registered_kinds()}
         self._tasks = [
             asyncio.create_task(self.catalog.listen(self._redis_url), name="catalog-listen"),
@@ -76,6 +83,7 @@ class Gateway:
         await self.usage.flush()
         if self.session is not None:
             await self.session.close()
+        await self.wire.close()
         await self.redis.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -102,16 +110,6 @@ class Gateway:
         if KeyScope.INFERENCE not in principal.scopes:
             raise Forbidden("this API key has no inference scope")
         return principal
-
-    @staticmethod
-    def target(backend: BackendView, url: str) -> Target:
-        return Target(
-            url=url,
-            credential=backend.credential,
-            connect_timeout_s=backend.connect_timeout_s,
-            first_token_timeout_s=backend.first_token_timeout_s,
-            total_timeout_s=backend.total_timeout_s,
-        )
 
     async def _health_loop(self) -> None:
         """Active health checks of every replica behind a cached endpoint."""
@@ -140,7 +138,7 @@ class Gateway:
                 await asyncio.gather(*checks, return_exceptions=True)
 
     async def _check(self, backend: BackendView, replica_id: int, url: str) -> None:
-        healthy = await self.clients[backend.kind].health(self.target(backend, url))
+        healthy = await self.clients[backend.kind].health(backend.target(replica_id, url))
         state = self.book.state(replica_id)
         if healthy != state.healthy:
             logger.warning(

@@ -90,11 +90,16 @@ def test_key_rpm_limit_is_exact_across_two_processes(engine, two_webs):
 
 
 def test_team_tokens_per_minute_limit_counts_reserved_tokens(engine, two_webs):
+    from serving.gateway.resolve import PER_MESSAGE_OVERHEAD, PER_REQUEST_OVERHEAD
+    from serving.gateway.tokens import counter_for
     from serving.models import ScopeLimit
 
     d = deploy([engine.url])
-    # Each request reserves its prompt estimate plus max_tokens=20; the estimate of one short
-    # message is 5 tokens, so 25 per request: a TPM of 100 admits exactly four.
-    ScopeLimit.objects.create(team=d.team, tpm_limit=100)
+    # Each request reserves its prompt's token bound (the demo tokenizer's exact count of "go" plus
+    # the chat template allowance) plus max_tokens=20: a TPM of four times that admits exactly four.
+    counter = counter_for(d.model)
+    assert counter is not None, "the demo model's tokenizer should be found for exact counts"
+    per_request = counter.count("go") + PER_MESSAGE_OVERHEAD + PER_REQUEST_OVERHEAD + 20
+    ScopeLimit.objects.create(team=d.team, tpm_limit=4 * per_request)
     results = asyncio.run(_fire([w.url for w in two_webs], d.secret, 12, max_tokens=20))
     assert Counter(status for status, _, _ in results) == {200: 4, 429: 8}
