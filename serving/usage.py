@@ -169,8 +169,11 @@ class UsageBuffer:
             logger.warning("could not enqueue the usage drain task", exc_info=True)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(separators=...) builds one a call
+
+
 def _encode(record: tuple[Any, ...]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode()
+    return _COMPACT.encode(record).encode()
 
 
 def _send_drain() -> None:

@@ -37,10 +37,15 @@ WINDOW_MS = 60_000
 LEASE_SLACK_MS = 30_000
 NANO_PER_USD = Decimal(1_000_000_000)
 
-# Keys: one ledger key per check (its sorted set); the running sum and, for budgets, the settled
-# spend live beside it under the same hash tag (`<key>:s`, `<key>:p`). ARGV[2] is one compact spec
-# string, "kind,limit,amount,hold_ms,seed,seed_ttl_s;..." (one argument instead of forty: packing
-# arguments is most of a Redis call's cost in the client).
+# Keys: one ledger key per check, a sorted set of `<request id>|<amount>` scored by expiry. Kinds:
+# 'r' a window of one-unit entries (requests per minute) and 'c' a lease of one unit (concurrency):
+#     the live entries' count is the usage (ZCARD), nothing else to keep;
+# 'w' a window of amounts (tokens per minute) and 'b' a budget lease (nano-dollars): a running
+#     sum beside the set (`<key>:s`), and for budgets the settled spend (`<key>:p`).
+# Everything shares the key's hash tag. ARGV[2] is one compact spec string,
+# "kind,limit,amount,hold_ms,seed,seed_ttl_s;..." (one argument instead of forty: packing
+# arguments is most of a Redis call's cost in the client). Steady state costs 4 Redis commands a
+# one-unit ledger and 6-7 an amount ledger.
 ADMIT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -49,13 +54,18 @@ local specs = {}
 for kind, limit, amount, hold, seed, ttl in string.gmatch(ARGV[2], '(%a),(-?%d+),(%d+),(%d+),(%d+),(%d+);') do
   specs[#specs + 1] = {kind, tonumber(limit), amount, tonumber(hold), seed, tonumber(ttl)}
 end
-local function purge(z, s)
+local function units(z)
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+  return redis.call('ZCARD', z)
+end
+local function amounts(z)
+  local s = z .. ':s'
   local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
   if #expired > 0 then
     local total = 0
     for _, m in ipairs(expired) do total = total + tonumber(string.match(m, '|(%d+)$')) end
     redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-    redis.call('DECRBY', s, total)
+    return redis.call('DECRBY', s, total)
   end
   return tonumber(redis.call('GET', s) or '0')
 end
@@ -63,16 +73,20 @@ local remaining = {}
 for i, spec in ipairs(specs) do
   local kind, limit, amount = spec[1], spec[2], tonumber(spec[3])
   local z = KEYS[i]
-  local used = purge(z, z .. ':s')
+  local used
+  if kind == 'r' or kind == 'c' then used = units(z) else used = amounts(z) end
   if kind == 'b' then
     local spent = z .. ':p'
-    if spec[6] > 0 then redis.call('SET', spent, spec[5], 'NX', 'EX', spec[6])
-    else redis.call('SET', spent, spec[5], 'NX') end
-    used = used + tonumber(redis.call('GET', spent))
+    local value = redis.call('GET', spent)
+    if not value then
+      value = spec[5]
+      if spec[6] > 0 then redis.call('SET', spent, value, 'EX', spec[6]) else redis.call('SET', spent, value) end
+    end
+    used = used + tonumber(value)
   end
   if limit >= 0 and used + amount > limit then
     local retry = 1000
-    if kind == 'w' then
+    if kind == 'r' or kind == 'w' then
       local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
       if first[2] then retry = tonumber(first[2]) - now end
     end
@@ -81,20 +95,21 @@ for i, spec in ipairs(specs) do
   remaining[i] = limit >= 0 and (limit - used - amount) or -1
 end
 for i, spec in ipairs(specs) do
-  local z, amount, hold = KEYS[i], spec[3], spec[4]
+  local z, kind, amount, hold = KEYS[i], spec[1], spec[3], spec[4]
   redis.call('ZADD', z, now + hold, rid .. '|' .. amount)
-  redis.call('INCRBY', z .. ':s', amount)
+  local summed = kind == 'w' or kind == 'b'
+  if summed then redis.call('INCRBY', z .. ':s', amount) end
   if redis.call('PTTL', z) < hold then
     redis.call('PEXPIRE', z, hold + 1000)
-    redis.call('PEXPIRE', z .. ':s', hold + 1000)
+    if summed then redis.call('PEXPIRE', z .. ':s', hold + 1000) end
   end
 end
 return {1, unpack(remaining)}
 """
 
 # Settles many requests at once. ARGV[1]: "key_index,kind,rid,reserved,actual,seed,seed_ttl_s;..."
-# Window ledgers keep the member's time and swap its amount for the actual one; leases end;
-# budgets add the actual cost to the settled spend.
+# Token windows keep the entry's time and swap its amount for the actual one; leases end;
+# budgets add the actual cost to the settled spend. (Request windows have nothing to settle.)
 SETTLE_LUA = """
 for ki, kind, rid, reserved, actual, seed, ttl in
     string.gmatch(ARGV[1], '(%d+),(%a),([^,]+),(%d+),(%d+),(%d+),(%d+);') do
@@ -107,14 +122,14 @@ for ki, kind, rid, reserved, actual, seed, ttl in
       redis.call('ZADD', z, score, rid .. '|' .. actual)
       redis.call('INCRBY', z .. ':s', tonumber(actual) - tonumber(reserved))
     end
-  else
+  elseif kind == 'c' then
+    redis.call('ZREM', z, member)
+  elseif kind == 'b' then
     if redis.call('ZREM', z, member) == 1 then redis.call('DECRBY', z .. ':s', reserved) end
-    if kind == 'b' then
-      local spent = z .. ':p'
-      if tonumber(ttl) > 0 then redis.call('SET', spent, seed, 'NX', 'EX', ttl)
-      else redis.call('SET', spent, seed, 'NX') end
-      redis.call('INCRBY', spent, actual)
-    end
+    local spent = z .. ':p'
+    if tonumber(ttl) > 0 then redis.call('SET', spent, seed, 'NX', 'EX', ttl)
+    else redis.call('SET', spent, seed, 'NX') end
+    redis.call('INCRBY', spent, actual)
   end
 end
 return 1
@@ -123,7 +138,7 @@ return 1
 SETTLE_BATCH = 256
 REDIS_TIMEOUT_S = 1.0
 
-Kind = Literal["w", "c", "b"]
+Kind = Literal["r", "w", "c", "b"]
 Unit = Literal["requests", "tokens", "concurrency", "budget"]
 
 
@@ -204,7 +219,7 @@ def _limit_ledgers(scope: str, prefix: str, limits: Limits, *, lease_ms: int) ->
     if limits.rpm is not None:
         out.append(
             Ledger(
-                f"{scope} requests per minute", scope, "w", "requests", f"{prefix}:rpm", limits.rpm, WINDOW_MS
+                f"{scope} requests per minute", scope, "r", "requests", f"{prefix}:rpm", limits.rpm, WINDOW_MS
             )
         )
     if limits.tpm is not None:
@@ -400,5 +415,5 @@ def _refusal(ledger: Ledger, *, amount: int, retry_ms: int) -> RateLimited | Bud
             f"${Decimal(amount) / NANO_PER_USD:f}; lower max_tokens or raise the budget",
             retry_after=ledger.retry_after_s or 3600,
         )
-    retry = max(1, math.ceil(retry_ms / 1000)) if ledger.kind == "w" else 1
+    retry = max(1, math.ceil(retry_ms / 1000)) if ledger.kind in ("r", "w") else 1
     return RateLimited(f"rate limit reached: {ledger.name} (limit {ledger.limit})", retry_after=retry)

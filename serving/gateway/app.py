@@ -12,8 +12,8 @@ bench/gateway_overhead.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -126,8 +126,7 @@ class DisconnectWatch:
             self._task.cancel()
 
 
-def _json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
+_json = protocols.compact_json
 
 
 async def send_error(ex: Exchange, api: str, exc: GatewayError, request_id: str) -> None:
@@ -411,7 +410,9 @@ async def gateway_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     route, name = _route(scope["path"])
     ex = Exchange(scope, receive, send, name)
-    request_id = new_request_id(ex.header(b"x-request-id"))
+    incoming = ex.header(b"x-request-id")
+    # 32 random hex digits, like controlplane.logging's uuid4().hex without building a UUID.
+    request_id = new_request_id(incoming) if incoming else os.urandom(16).hex()
     try:
         if route is None:
             raise NotFound(f"no route {scope['path']}: see /v1/models and /api/schema/", code="not_found")

@@ -33,6 +33,13 @@ _TGI_PASSTHROUGH = (
     "do_sample",
 )
 _OPENAI_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+# One compact encoder for the process: json.dumps with non-default arguments builds a new
+# JSONEncoder on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def compact_json(value: Any) -> bytes:
+    return _COMPACT.encode(value).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +240,7 @@ def parse_embeddings(body: dict[str, Any]) -> ClientRequest:
 
 
 def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + compact_json(payload) + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"

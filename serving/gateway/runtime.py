@@ -31,6 +31,7 @@ from serving.gateway.replicas import ReplicaBook
 from serving.usage import UsageBuffer
 
 logger = logging.getLogger(__name__)
+GC_THRESHOLD = 10_000
 
 
 class Gateway:
@@ -169,6 +170,10 @@ async def get_gateway() -> Gateway:
             # pause the loop for tens of milliseconds under request churn.
             gc.collect()
             gc.freeze()
+            # A request allocates ~40 container objects that die young: at the default threshold
+            # (700) a collection ran every ~20 requests, ~4% of the loop's time. Every ~250 keeps
+            # the young generation to a few MB.
+            gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     return found
 
 

@@ -115,7 +115,7 @@ def test_a_refusal_takes_nothing_from_any_ledger() -> None:
     prefix = _prefix()
 
     async def scenario(h: Harness) -> tuple[bytes | None, bytes | None]:
-        rpm = Ledger("key requests per minute", "key", "w", "requests", f"{prefix}:rpm", 5, 60_000)
+        rpm = Ledger("key requests per minute", "key", "r", "requests", f"{prefix}:rpm", 5, 60_000)
         budget = _budget(f"{prefix}:bud", limit=1)  # 2 nano-dollars: always refused
         with pytest.raises(BudgetExceeded):
             await h.reserve("x", [rpm, budget], cost_nano=2)
