@@ -80,7 +80,8 @@ for i, spec in ipairs(specs) do
     local value = redis.call('GET', spent)
     if not value then
       value = spec[5]
-      if spec[6] > 0 then redis.call('SET', spent, value, 'EX', spec[6]) else redis.call('SET', spent, value) end
+      if spec[6] > 0 then redis.call('SET', spent, value, 'EX', spec[6])
+      else redis.call('SET', spent, value) end
     end
     used = used + tonumber(value)
   end
