@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 
 import aiohttp
@@ -13,20 +12,9 @@ import pytest
 
 from controlplane.models import Budget
 from serving.models import UsageRecord
-from tests.conftest import subprocess_env
 from tests.serving.conftest import actor, deploy, wait_for
-from tests.support import WebProcess, spawn_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def two_webs(django_db_setup) -> Iterator[list[WebProcess]]:
-    env = subprocess_env()
-    webs = [spawn_web(env), spawn_web(env)]
-    yield webs
-    for web in webs:
-        web.stop()
 
 
 async def _fire(urls: list[str], secret: str, count: int, max_tokens: int) -> list[tuple[int, dict, dict]]:

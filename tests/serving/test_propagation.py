@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
-from tests.conftest import subprocess_env
 from tests.serving.conftest import actor, deploy
-from tests.support import WebProcess, spawn_web
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def two_webs(django_db_setup) -> Iterator[list[WebProcess]]:
-    env = subprocess_env()
-    webs = [spawn_web(env), spawn_web(env)]
-    yield webs
-    for web in webs:
-        web.stop()
 
 
 async def _ask(url: str, secret: str, model: str = "chat") -> tuple[int, str]:
