@@ -52,6 +52,7 @@ class _Protocol(asyncio.Protocol):
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -81,10 +82,20 @@ class _Protocol(asyncio.Protocol):
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         if self.closed or self.transport is None or self.transport.is_closing():
             raise RedisWireError("the Redis connection is closed")
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self.waiters.append(waiter)
-        self.transport.write(packed)
+        # Commands issued in one turn of the event loop go out in one write (a write is a system
+        # call, ~30 µs under load): the flush runs right after the callbacks of this turn.
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(packed)
         return waiter
+
+    def _flush(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
 
 
 @dataclass(frozen=True, slots=True)
