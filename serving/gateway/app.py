@@ -107,9 +107,12 @@ class DisconnectWatch:
         self.gone = False
         self.active = True
         self._task: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+        self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            WATCH_AFTER_S, self._start
+        )
 
     def _start(self) -> None:
+        self._handle = None
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -120,10 +123,21 @@ class DisconnectWatch:
             self.on_gone()
 
     def stop(self) -> None:
+        """Idempotent. Drops every reference the watch holds, so that the request's objects
+        (the relay refers to the watch and the watch to the relay) are freed at once by
+        reference counting instead of waiting, as a cycle, for a garbage collection."""
         self.active = False
-        self._handle.cancel()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
         if self._task is not None:
             self._task.cancel()
+            self._task = None
+        self.on_gone = _nothing
+
+
+def _nothing() -> None:
+    return None
 
 
 _json = protocols.compact_json
