@@ -1,7 +1,7 @@
 """What the gateway adds to a request, against the same upstream reached directly, through a bare
 relay, and through LiteLLM Proxy.
 
-    .venv/bin/python bench/gateway_overhead.py [--duration 5] [--skip-litellm]
+    .venv/bin/python bench/gateway_overhead.py [--duration 5] [--repeat 1] [--skip-litellm]
 
 One run starts everything itself and cleans up:
 - a minimal TGI-protocol responder (bench-only: answers /v1/chat/completions after a fixed
@@ -17,6 +17,10 @@ One run starts everything itself and cleans up:
   `openai/` provider pointed at the responder's /v1, LITELLM_LOCAL_MODEL_COST_MAP=True.
 Load comes from `wrk` (C; installed with apt-get if missing) so the client does not eat the CPU
 it measures; TTFT is measured with a small sequential client at concurrency 1.
+
+With --repeat N every target is measured N times, round after round (so slow drift of a shared
+machine hits every target alike), and each figure is the median over the rounds. The report ends
+with the gateway's goals beside the measured figures.
 """
 
 # ruff: noqa: E501  (the responder, relay and wrk programs embedded below keep their lines whole)
@@ -49,6 +53,11 @@ LITELLM_VERSION = "1.108.7"
 LATENCY_MS = 2.0
 STREAM_TOKENS = 8
 CONCURRENCY = (1, 16, 64)
+# The gateway's goals on these machines (issue 5): added latency over the direct path, and
+# throughput against LiteLLM Proxy.
+GOAL_P50_C1_MS = 1.0
+GOAL_P99_C64_MS = 10.0
+GOAL_LITELLM_RATIO = 3.0
 BODY = {
     "model": "bench",
     "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
@@ -381,6 +390,7 @@ async def _ttft(url: str, key: str, samples: int) -> float:
 def measure(
     target: str, url: str, key: str, wrk: str, args: argparse.Namespace, workdir: Path
 ) -> list[Result]:
+    """One round over every mode and concurrency for one target."""
     results = []
     run_wrk(wrk, url, key, stream=False, concurrency=4, duration=2, workdir=workdir)  # warm-up
     for stream in (False, True):
@@ -399,6 +409,26 @@ def measure(
 
 
 # --- report -------------------------------------------------------------------------------------------
+
+
+def medians(results: list[Result]) -> list[Result]:
+    """One result per (target, mode, concurrency): the median of each figure over the rounds."""
+    groups: dict[tuple[str, str, int], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.target, r.mode, r.concurrency), []).append(r)
+    return [
+        Result(
+            target,
+            mode,
+            concurrency,
+            int(statistics.median(r.requests for r in group)),
+            int(statistics.median(r.errors for r in group)),
+            statistics.median(r.rps for r in group),
+            statistics.median(r.p50_ms for r in group),
+            statistics.median(r.p99_ms for r in group),
+        )
+        for (target, mode, concurrency), group in groups.items()
+    ]
 
 
 def report(results: list[Result], ttft: dict[str, float], overhead_header: list[float]) -> None:
@@ -438,6 +468,41 @@ def report(results: list[Result], ttft: dict[str, float], overhead_header: list[
             ll = max(by[("litellm", mode, c)].rps for c in CONCURRENCY)
             line += f"; {sb / ll:.1f}x LiteLLM's {ll:.0f}"
         print(line)
+    report_goals(by)
+
+
+def _added(by: dict[tuple[str, str, int], Result], target: str, mode: str, c: int, field: str) -> float:
+    return float(getattr(by[(target, mode, c)], field) - getattr(by[("direct", mode, c)], field))
+
+
+def report_goals(by: dict[tuple[str, str, int], Result]) -> None:
+    """The gateway's goals (issue 5) beside what this run measured."""
+    print("\nGoals, measured (json / stream):")
+    high = CONCURRENCY[-1]
+    p50 = [_added(by, "switchboard", m, 1, "p50_ms") for m in ("json", "stream")]
+    print(
+        f"  added p50 at c=1 <= {GOAL_P50_C1_MS:g} ms:      {p50[0]:6.2f} / {p50[1]:6.2f} ms   "
+        + ("met" if max(p50) <= GOAL_P50_C1_MS else "NOT met")
+    )
+    p99 = [_added(by, "switchboard", m, high, "p99_ms") for m in ("json", "stream")]
+    bare = [_added(by, "bare-relay", m, high, "p99_ms") for m in ("json", "stream")]
+    print(
+        f"  added p99 at c={high} <= {GOAL_P99_C64_MS:g} ms:    {p99[0]:6.2f} / {p99[1]:6.2f} ms   "
+        + ("met" if max(p99) <= GOAL_P99_C64_MS else "NOT met")
+        + f" (the bare relay alone adds {bare[0]:.2f} / {bare[1]:.2f};"
+        f" Switchboard adds {p99[0] - bare[0]:.2f} / {p99[1] - bare[1]:.2f} on top of it)"
+    )
+    if ("litellm", "json", 1) not in by:
+        print(f"  throughput >= {GOAL_LITELLM_RATIO:g}x LiteLLM:    not measured (--skip-litellm)")
+        return
+    ratios = []
+    for mode in ("json", "stream"):
+        sb = max(by[("switchboard", mode, c)].rps for c in CONCURRENCY)
+        ratios.append(sb / max(by[("litellm", mode, c)].rps for c in CONCURRENCY))
+    print(
+        f"  throughput >= {GOAL_LITELLM_RATIO:g}x LiteLLM:      {ratios[0]:5.1f}x / {ratios[1]:5.1f}x    "
+        + ("met" if min(ratios) >= GOAL_LITELLM_RATIO else "NOT met")
+    )
 
 
 def sample_overhead_header(url: str, key: str, count: int = 50) -> list[float]:
@@ -478,6 +543,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over every target; medians reported")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--create-objects", metavar="RESPONDER_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -567,13 +633,17 @@ def main() -> int:
             flush=True,
         )
         results: list[Result] = []
-        ttft: dict[str, float] = {}
-        for name, (base, target_key) in targets.items():
-            url = base + "/v1/chat/completions"
-            results += measure(name, url, target_key, wrk, args, workdir)
-            ttft[name] = asyncio.run(_ttft(url, target_key, 100))
+        ttfts: dict[str, list[float]] = {name: [] for name in targets}
+        for round_number in range(args.repeat):
+            if args.repeat > 1:
+                print(f"round {round_number + 1} of {args.repeat}", flush=True)
+            for name, (base, target_key) in targets.items():
+                url = base + "/v1/chat/completions"
+                results += measure(name, url, target_key, wrk, args, workdir)
+                ttfts[name].append(asyncio.run(_ttft(url, target_key, 100)))
         overhead = sample_overhead_header(urls["switchboard"] + "/v1/chat/completions", key)
-        report(results, ttft, overhead)
+        ttft = {name: statistics.median(values) for name, values in ttfts.items()}
+        report(medians(results), ttft, overhead)
         return 0
     finally:
         for proc in reversed(procs):
