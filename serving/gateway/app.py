@@ -207,9 +207,11 @@ class Relay:
         body = self.encoder.final(
             chunk, tokens_in=call.tokens_in, tokens_out=call.tokens_out, extra=call.summary()
         )
-        call.finish(status="ok", http_status=200, finish_reason=chunk.finish_reason or "length")
         self.watch.stop()
-        await send({"type": "http.response.body", "body": b"".join(pending) + body, "more_body": False})
+        try:
+            await send({"type": "http.response.body", "body": b"".join(pending) + body, "more_body": False})
+        finally:  # the ledger and metrics after the last byte left: off the client's critical path
+            call.finish(status="ok", http_status=200, finish_reason=chunk.finish_reason or "length")
 
     async def _fail(self, send: Send, exc: BackendError, pending: bytes = b"") -> None:
         """A stream cut after tokens were sent: an error event, never a clean end; bill what was sent."""
@@ -283,7 +285,6 @@ async def _serve(ex: Exchange, call: Call) -> None:
     if gone:
         return
     call.settle_tokens(completed=completion)
-    call.finish(status="ok", http_status=200, finish_reason=completion.finish_reason)
     body = protocols.completion_body(
         call.request,
         call.request_id,
@@ -293,7 +294,10 @@ async def _serve(ex: Exchange, call: Call) -> None:
         tokens_out=call.tokens_out,
         extra=call.summary(),
     )
-    await ex.respond(200, _json(body), call.headers(with_cost=True))
+    try:
+        await ex.respond(200, _json(body), call.headers(with_cost=True))
+    finally:  # the ledger and metrics after the answer left: off the client's critical path
+        call.finish(status="ok", http_status=200, finish_reason=completion.finish_reason)
 
 
 async def chat_completions(ex: Exchange, request_id: str) -> None:
@@ -324,11 +328,13 @@ async def embeddings(ex: Exchange, request_id: str) -> None:
     call.settle_tokens(
         completed=Completion(text="", finish_reason="stop", prompt_tokens=tokens, completion_tokens=0)
     )
-    call.finish(status="ok", http_status=200, finish_reason="stop")
     data = [{"object": "embedding", "index": i, "embedding": list(v)} for i, v in enumerate(result.vectors)]
     usage = {"prompt_tokens": call.tokens_in, "total_tokens": call.tokens_in}
     body = {"object": "list", "data": data, "model": client.endpoint, "usage": usage}
-    await ex.respond(200, _json(body), call.headers(with_cost=True))
+    try:
+        await ex.respond(200, _json(body), call.headers(with_cost=True))
+    finally:
+        call.finish(status="ok", http_status=200, finish_reason="stop")
 
 
 async def models(ex: Exchange, request_id: str) -> None:
