@@ -225,7 +225,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         }
 
     async def _error(self, msg_id: str, exc: GatewayError) -> None:
-        metrics.REJECTIONS.labels(exc.code).inc()
+        metrics.rejected(exc.code)
         await self._send(
             {
                 "type": "error",
