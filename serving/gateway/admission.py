@@ -1,18 +1,22 @@
 """Admission: every rate limit and budget of a request, checked and taken in ONE Redis script.
 
 Each limit is a ledger: a sorted set of `<request id>|<amount>` members scored by the time they
-stop counting, plus a running sum. Requests-per-minute and tokens-per-minute are sliding
-60-second windows; concurrency entries and budget reservations are leases that end when the
-request settles, or at their deadline if a process died holding them (so nothing leaks for good).
-The script first purges what expired, then checks every ledger, and only if all pass adds to all
-of them: all or nothing, atomic across every web process. Never check-then-record.
+stop counting (plus a running sum where amounts vary). Requests-per-minute and tokens-per-minute
+are sliding 60-second windows; concurrency entries and budget reservations are leases that end
+when the request settles, or at their deadline if a process died holding them (so nothing leaks
+for good). The script first purges what expired, then checks every ledger, and only if all pass
+adds to all of them: all or nothing, atomic across every web process. Never check-then-record.
 
 Budgets: a counter of settled spend per budget and period (seeded from Budget.spent_usd when
 missing) plus the reservation ledger. A hard budget refuses when spent + reserved + this request's
-worst case (prompt tokens + max_tokens at the model's prices) exceeds the limit; a soft budget
-never refuses but still counts. Money is integer nano-dollars in Redis, exact in Lua's doubles up
+worst case (the prompt's token bound + max_tokens at the model's prices; resolve.py) exceeds the
+limit; a soft budget never refuses but still counts. Money is integer nano-dollars in Redis, exact in Lua's doubles up
 to $9M per budget. Redis keys carry the team as a hash tag, so one request's keys share a Redis
 Cluster slot.
+
+A request's ledgers are an `AdmissionPlan`, built once per (key, team, endpoint, release) views
+and reused, and the script goes over the pipelined connection of rediswire.py: a request formats
+two numbers and sends one pre-packed command.
 
 Redis unreachable: 503 with Retry-After, never a pass: budgets fail closed.
 """
