@@ -10,9 +10,9 @@ adds to all of them: all or nothing, atomic across every web process. Never chec
 Budgets: a counter of settled spend per budget and period (seeded from Budget.spent_usd when
 missing) plus the reservation ledger. A hard budget refuses when spent + reserved + this request's
 worst case (the prompt's token bound + max_tokens at the model's prices; resolve.py) exceeds the
-limit; a soft budget never refuses but still counts. Money is integer nano-dollars in Redis, exact in Lua's doubles up
-to $9M per budget. Redis keys carry the team as a hash tag, so one request's keys share a Redis
-Cluster slot.
+limit; a soft budget never refuses but still counts. Money is integer nano-dollars in Redis,
+exact in Lua's doubles up to $9M per budget. Redis keys carry the team as a hash tag, so one
+request's keys share a Redis Cluster slot.
 
 A request's ledgers are an `AdmissionPlan`, built once per (key, team, endpoint, release) views
 and reused, and the script goes over the pipelined connection of rediswire.py: a request formats
