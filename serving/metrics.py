@@ -23,7 +23,7 @@ REQUESTS = Counter(
 )
 TTFT = Histogram(
     "switchboard_gateway_ttft_seconds",
-    "Time to first token, as the client sees it",
+    "Time to first token of streamed responses, as the client sees it",
     ["endpoint"],
     buckets=_LATENCY_BUCKETS,
 )

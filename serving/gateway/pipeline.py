@@ -328,12 +328,11 @@ class Call:
             self._record(status, http_status, finish_reason, error_type)
 
     def _record(self, status: str, http_status: int, finish_reason: str, error_type: str) -> None:
-        assert self.endpoint is not None and self.series is not None
+        assert self.endpoint is not None
         latency_s = time.perf_counter() - self.t0
         ttft_ms = (self.t_first - self.t0) * 1000 if self.t_first else None
         release = self.release
         reservation = self.reservation
-        cost = usd_text(self.cost_pico)
         budgets = (
             [
                 [x.budget_id, x.budget_period_start]
@@ -343,7 +342,7 @@ class Call:
             if reservation is not None and self.cost_pico
             else []
         )
-        generation = self.prepared.generation if self.prepared is not None else None
+        reserved = self.prepared.generation if reservation is not None and self.prepared is not None else None
         # Positional, in serving.usage.RECORD_FIELDS order (encoded off the request path).
         self.gw.usage.add(
             (
@@ -360,23 +359,27 @@ class Call:
                 self.request.api,
                 self.tokens_in,
                 self.tokens_out,
-                cost,
+                usd_text(self.cost_pico),
                 ttft_ms,
                 latency_s * 1000,
                 status,
                 http_status,
                 finish_reason,
                 error_type,
-                generation.prompt_tokens_bound if generation is not None and reservation is not None else 0,
-                generation.max_tokens if generation is not None and reservation is not None else 0,
+                reserved.prompt_tokens_bound if reserved is not None else 0,
+                reserved.max_tokens if reserved is not None else 0,
                 budgets,
             )
         )
+        self._observe(status, latency_s, ttft_ms)
+
+    def _observe(self, status: str, latency_s: float, ttft_ms: float | None) -> None:
         series = self.series
+        assert series is not None
         series.in_flight.dec()
-        series.requests(release.name if release else "", status).inc()
+        series.requests(self.release.name if self.release else "", status).inc()
         series.latency.observe(latency_s)
-        if ttft_ms is not None:
+        if ttft_ms is not None and self.request.stream:  # a non-streamed answer's first token is its last
             series.ttft.observe(ttft_ms / 1000)
         if self.tokens_in or self.tokens_out:
             series.tokens_in.inc(self.tokens_in)
@@ -384,6 +387,7 @@ class Call:
             series.cost.inc(self.cost_pico / 1e12)
         if self.over_reservation:
             series.over_reservation.inc()
+            generation = self.prepared.generation if self.prepared is not None else None
             logger.warning(
                 "backend reported more tokens than reserved (%d in / %d out, reserved %s / %s); "
                 "charged as reported",
